@@ -1,0 +1,54 @@
+//! `atocore-standin prepare-storage`: creates the storage layout of the contract
+//! (section 0) and hands the stand-in's folders to its numeric user, so the image can run
+//! as non-root on fresh bind mounts (Docker creates missing bind sources as root).
+
+use std::path::{Path, PathBuf};
+
+use crate::config::Config;
+use crate::error::StandinError;
+
+/// Creates the database, chroma, registry and backup folders; with `owner`, chowns the
+/// database and chroma folders (recursively) to it. Returns the folders created or found.
+pub fn prepare(config: &Config, owner: Option<(u32, u32)>) -> Result<Vec<PathBuf>, StandinError> {
+    let db_dir = config
+        .db_path
+        .parent()
+        .unwrap_or(Path::new("/"))
+        .to_path_buf();
+    let registry_dir = config
+        .registry_path
+        .parent()
+        .unwrap_or(Path::new("/"))
+        .to_path_buf();
+    let dirs = vec![
+        db_dir.clone(),
+        config.chroma_path.clone(),
+        registry_dir,
+        config.backup_dir.clone(),
+    ];
+    for dir in &dirs {
+        std::fs::create_dir_all(dir).map_err(|e| StandinError::io("cannot create", dir, e))?;
+    }
+    if let Some((uid, gid)) = owner {
+        for dir in [&db_dir, &config.chroma_path] {
+            chown_tree(dir, uid, gid)?;
+        }
+    }
+    Ok(dirs)
+}
+
+fn chown_tree(path: &Path, uid: u32, gid: u32) -> Result<(), StandinError> {
+    std::os::unix::fs::lchown(path, Some(uid), Some(gid))
+        .map_err(|e| StandinError::io("cannot chown", path, e))?;
+    let meta =
+        std::fs::symlink_metadata(path).map_err(|e| StandinError::io("cannot inspect", path, e))?;
+    if meta.is_dir() {
+        let entries =
+            std::fs::read_dir(path).map_err(|e| StandinError::io("cannot list", path, e))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| StandinError::io("cannot list", path, e))?;
+            chown_tree(&entry.path(), uid, gid)?;
+        }
+    }
+    Ok(())
+}
