@@ -1,0 +1,276 @@
+//! The command line of `atocore-restore-job`: clap arguments, then one function per
+//! command over the library. Every command prints one JSON document on stdout; logs go
+//! to stderr. Exit codes: 0 success, 1 the operation ran and failed, 2 bad usage or
+//! refused.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use clap::{Parser, Subcommand, ValueEnum};
+use serde_json::{Value, json};
+
+use crate::config::{Paths, RetentionArgs, StorageArgs};
+use crate::error::{Error, ErrorBody, Result};
+use crate::metadata::Kind;
+use crate::restore::{ChromaChoice, RestoreOptions};
+use crate::snapshot::{BackupOptions, Hooks};
+use crate::{Stamp, init, prune, restore, sample, snapshot, validate};
+
+/// AtoCore snapshot engine: back up, list, validate, restore and prune snapshots.
+#[derive(Debug, Parser)]
+#[command(name = "atocore-restore-job", version, about, long_about = None)]
+pub struct Arguments {
+    #[command(flatten)]
+    pub storage: StorageArgs,
+    /// Log format on stderr.
+    #[arg(long, env = "ATOCORE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Auto, global = true)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Text on a terminal, JSON otherwise.
+    Auto,
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Take a snapshot, validate it, print its metadata.
+    Backup {
+        /// Also copy the Chroma store (incrementally: unchanged files are hard links).
+        #[arg(long)]
+        include_chroma: bool,
+        /// Why the snapshot is taken.
+        #[arg(long, default_value = "manual", value_parser = parse_kind)]
+        kind: Kind,
+        /// atocore's build SHA, recorded in the metadata.
+        #[arg(long, env = "ATOCORE_BUILD_SHA")]
+        build_sha: Option<String>,
+        /// Upper bound for the online database copy, in seconds.
+        #[arg(long, env = "ATOCORE_BACKUP_TIMEOUT_SECS", default_value_t = 3600)]
+        backup_timeout_secs: u64,
+    },
+    /// List snapshots, oldest first.
+    List,
+    /// Fully validate one snapshot (hashes, integrity, row counts).
+    Validate { stamp: String },
+    /// Restore a snapshot into the live paths (atocore must be stopped).
+    Restore {
+        stamp: String,
+        /// Confirms that atocore is stopped. Required.
+        #[arg(long)]
+        confirm_service_stopped: bool,
+        /// Skip the pre-restore safety snapshot.
+        #[arg(long)]
+        no_pre_snapshot: bool,
+        /// Leave the live Chroma store alone.
+        #[arg(long, conflicts_with = "chroma")]
+        no_chroma: bool,
+        /// Restore Chroma (refused when the snapshot has none).
+        #[arg(long)]
+        chroma: bool,
+        /// Check everything and print the plan; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Apply the retention policy.
+    Prune {
+        /// Print what would be deleted and why; delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        retention: RetentionArgs,
+        /// Evaluate the policy as of this RFC 3339 time instead of now.
+        #[arg(long, value_name = "RFC3339")]
+        now: Option<DateTime<Utc>>,
+    },
+    /// Init-job mode: finish an interrupted restore, perform a pending restore request.
+    Init,
+    /// Create a sample storage root (default ./atocore-demo), snapshot it with chroma
+    /// and validate the snapshot. Ignores the storage flags.
+    Demo {
+        #[arg(long, default_value = "atocore-demo")]
+        dir: PathBuf,
+    },
+}
+
+fn parse_kind(s: &str) -> std::result::Result<Kind, String> {
+    s.parse()
+}
+
+/// Set up logging to stderr.
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ATOCORE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let json = match format {
+        LogFormat::Json => true,
+        LogFormat::Text => false,
+        LogFormat::Auto => !std::io::stderr().is_terminal(),
+    };
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        b.json().init();
+    } else {
+        b.init();
+    }
+}
+
+/// Run a parsed command line: the JSON to print and the exit code.
+pub fn run(args: Arguments) -> (Value, u8) {
+    let paths = Paths::from(&args.storage);
+    match dispatch(&paths, args.command) {
+        Ok(done) => done,
+        Err(e) => {
+            tracing::error!(code = e.code(), "{e}");
+            (json!(ErrorBody::from(&e)), e.exit_code())
+        }
+    }
+}
+
+fn to_value<T: serde::Serialize>(v: &T) -> Value {
+    serde_json::to_value(v).unwrap_or(Value::Null)
+}
+
+fn dispatch(paths: &Paths, command: Command) -> Result<(Value, u8)> {
+    match command {
+        Command::Backup {
+            include_chroma,
+            kind,
+            build_sha,
+            backup_timeout_secs,
+        } => {
+            let stop = Arc::new(AtomicBool::new(false));
+            for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+                let _ = signal_hook::flag::register(sig, Arc::clone(&stop));
+            }
+            let keep_going = || !stop.load(Ordering::Relaxed);
+            let meta = snapshot::backup(
+                paths,
+                &BackupOptions {
+                    include_chroma,
+                    kind,
+                    build_sha,
+                    timeout: Duration::from_secs(backup_timeout_secs),
+                },
+                Hooks {
+                    quiesce: None,
+                    keep_going: &keep_going,
+                },
+            )?;
+            Ok((to_value(&meta), 0))
+        }
+        Command::List => Ok((to_value(&snapshot::list(paths)?), 0)),
+        Command::Validate { stamp } => {
+            let stamp = Stamp::parse(&stamp)?;
+            let r = validate::validate(paths, &stamp)?;
+            let code = if r.valid { 0 } else { 1 };
+            Ok((to_value(&r), code))
+        }
+        Command::Restore {
+            stamp,
+            confirm_service_stopped,
+            no_pre_snapshot,
+            no_chroma,
+            chroma,
+            dry_run,
+        } => {
+            // A restore runs to its end once started: SIGTERM is noted, not obeyed.
+            // (SIGKILL is safe too: the journal lets the next run finish the job.)
+            let ignored = Arc::new(AtomicBool::new(false));
+            for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+                let _ = signal_hook::flag::register(sig, Arc::clone(&ignored));
+            }
+            let r = restore::restore(
+                paths,
+                &RestoreOptions {
+                    stamp,
+                    confirmed_service_stopped: confirm_service_stopped,
+                    pre_snapshot: !no_pre_snapshot,
+                    chroma: if no_chroma {
+                        ChromaChoice::Skip
+                    } else if chroma {
+                        ChromaChoice::Force
+                    } else {
+                        ChromaChoice::Auto
+                    },
+                    dry_run,
+                },
+            )?;
+            let code = if r.dry_run || r.restored_integrity_ok {
+                0
+            } else {
+                1
+            };
+            Ok((to_value(&r), code))
+        }
+        Command::Prune {
+            dry_run,
+            retention,
+            now,
+        } => {
+            let r = prune::prune(
+                paths,
+                &(&retention).into(),
+                dry_run,
+                now.unwrap_or_else(Utc::now),
+            )?;
+            Ok((to_value(&r), 0))
+        }
+        Command::Init => {
+            let r = init::init(paths)?;
+            let code = r.exit_code();
+            Ok((to_value(&r), code))
+        }
+        Command::Demo { dir } => {
+            let created = !dir.exists();
+            let demo = sample::create(&dir, if created { 1000 } else { 10 }, 8, 64 * 1024)?;
+            let meta = snapshot::backup(
+                &demo,
+                &BackupOptions {
+                    include_chroma: true,
+                    ..BackupOptions::default()
+                },
+                Hooks::default(),
+            )?;
+            let stamp = Stamp::parse(&meta.stamp)?;
+            let check = validate::validate(&demo, &stamp)?;
+            let listed = snapshot::list(&demo)?;
+            let code = if check.valid { 0 } else { 1 };
+            Ok((
+                json!({
+                    "storage_root": demo.storage_root,
+                    "created_sample": created,
+                    "backup": meta,
+                    "validate": check,
+                    "snapshots": listed.backups.len(),
+                    "next": format!("atocore-restore-job --storage-root {} list", demo.storage_root.display()),
+                }),
+                code,
+            ))
+        }
+    }
+}
+
+/// Print the JSON document on stdout. A closed pipe is not an error.
+pub fn print(v: &Value) {
+    let mut out = std::io::stdout().lock();
+    let _ = serde_json::to_writer_pretty(&mut out, v);
+    let _ = out.write_all(b"\n");
+    let _ = out.flush();
+}
+
+/// Exposed for callers that want the error as JSON.
+pub fn error_json(e: &Error) -> Value {
+    json!(ErrorBody::from(e))
+}

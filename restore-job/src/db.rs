@@ -1,0 +1,235 @@
+//! The SQLite side: an online backup that a busy writer cannot livelock, the
+//! validation queries, and the "is it still open elsewhere" probe.
+//!
+//! The backup pins a read snapshot on the source connection (`BEGIN` + one read) before
+//! stepping, so commits made meanwhile stay out of view and `sqlite3_backup_step` never
+//! restarts (TECH-NOTES: a plain step-wise backup never finishes under a steady writer).
+//! The copy is therefore exactly the database as of the moment the snapshot was pinned,
+//! including everything committed before it.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use rusqlite::backup::{Backup, StepResult};
+use rusqlite::{Connection, OpenFlags};
+
+use crate::error::{Error, Result};
+
+/// Pages copied per backup step; cancellation and the deadline are checked between steps.
+const PAGES_PER_STEP: i32 = 4096;
+
+/// What the online backup produced.
+#[derive(Debug, Clone)]
+pub struct BackupOutcome {
+    pub page_count: u64,
+}
+
+/// Copy the live database at `src` into a new file `dst` with the online backup API.
+///
+/// `keep_going` is asked between steps; when it says no the backup stops with
+/// [`Error::Cancelled`]. The destination is not fsynced here (the caller hashes and
+/// syncs it).
+pub fn online_backup(
+    src: &Path,
+    dst: &Path,
+    timeout: Duration,
+    keep_going: &dyn Fn() -> bool,
+) -> Result<BackupOutcome> {
+    if !src.exists() {
+        return Err(Error::MissingDatabase(src.to_path_buf()));
+    }
+    let source = Connection::open_with_flags(
+        src,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(Error::sqlite("open", src))?;
+    source
+        .busy_timeout(Duration::from_secs(10))
+        .map_err(Error::sqlite("set busy timeout on", src))?;
+    // Pin a read snapshot: commits after this point are invisible to the backup.
+    source
+        .execute_batch("BEGIN DEFERRED; SELECT 1 FROM sqlite_schema LIMIT 1;")
+        .map_err(Error::sqlite("begin a read snapshot on", src))?;
+
+    let mut dest = Connection::open(dst).map_err(Error::sqlite("create", dst))?;
+    // The destination is a fresh file in a hidden folder: a crash discards it whole,
+    // so it needs no journal and no syncs of its own (the caller fsyncs the result).
+    dest.execute_batch("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;")
+        .map_err(Error::sqlite("prepare", dst))?;
+
+    let started = Instant::now();
+    let page_count;
+    {
+        let backup =
+            Backup::new(&source, &mut dest).map_err(Error::sqlite("start the backup of", src))?;
+        loop {
+            if !keep_going() {
+                return Err(Error::Cancelled("the backup"));
+            }
+            if started.elapsed() > timeout {
+                return Err(Error::BackupTimeout {
+                    path: src.to_path_buf(),
+                    secs: timeout.as_secs(),
+                });
+            }
+            match backup
+                .step(PAGES_PER_STEP)
+                .map_err(Error::sqlite("copy pages of", src))?
+            {
+                StepResult::Done => break,
+                StepResult::More => {}
+                StepResult::Busy | StepResult::Locked => {
+                    std::thread::sleep(Duration::from_millis(5))
+                }
+                _ => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+        page_count = backup.progress().pagecount.max(0) as u64;
+    }
+    drop(dest);
+    source
+        .execute_batch("COMMIT;")
+        .map_err(Error::sqlite("end the read snapshot on", src))?;
+    // The pinned snapshot kept checkpoints from passing it; let the WAL shrink back
+    // without blocking the writer.
+    if let Err(e) = source.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+        tracing::debug!(cause = %e, "passive checkpoint after backup failed");
+    }
+    Ok(BackupOutcome { page_count })
+}
+
+/// Open a snapshot's database read-only and immutable: no `-wal`/`-shm` is created
+/// next to it and nothing is written, so a hard-linked or published file stays as is.
+pub fn open_immutable(path: &Path) -> Result<Connection> {
+    let uri = format!("file:{}?immutable=1", uri_escape(path));
+    Connection::open_with_flags(
+        &uri,
+        OpenFlags::SQLITE_OPEN_READ_ONLY
+            | OpenFlags::SQLITE_OPEN_URI
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(Error::sqlite("open read-only", path))
+}
+
+fn uri_escape(path: &Path) -> String {
+    path.as_os_str()
+        .as_encoded_bytes()
+        .iter()
+        .map(|&b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'/' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Facts about a database used by validation.
+#[derive(Debug, Clone, Default)]
+pub struct DbFacts {
+    pub page_count: u64,
+    pub tables: usize,
+    pub row_counts: BTreeMap<String, u64>,
+}
+
+/// Page count, number of tables and rows per table.
+pub fn facts(conn: &Connection, path: &Path) -> Result<DbFacts> {
+    let page_count: i64 = conn
+        .query_row("PRAGMA page_count", [], |r| r.get(0))
+        .map_err(Error::sqlite("count pages of", path))?;
+    let mut stmt = conn
+        .prepare("SELECT name FROM sqlite_schema WHERE type='table' AND name NOT LIKE 'sqlite_%' ORDER BY name")
+        .map_err(Error::sqlite("read the schema of", path))?;
+    let names: Vec<String> = stmt
+        .query_map([], |r| r.get(0))
+        .and_then(|rows| rows.collect())
+        .map_err(Error::sqlite("read the schema of", path))?;
+    let mut row_counts = BTreeMap::new();
+    for name in &names {
+        let sql = format!("SELECT count(*) FROM \"{}\"", name.replace('"', "\"\""));
+        // A virtual table whose module is missing cannot be counted: leave it out.
+        if let Ok(n) = conn.query_row(&sql, [], |r| r.get::<_, i64>(0)) {
+            row_counts.insert(name.clone(), n.max(0) as u64);
+        }
+    }
+    Ok(DbFacts {
+        page_count: page_count.max(0) as u64,
+        tables: names.len(),
+        row_counts,
+    })
+}
+
+/// `PRAGMA integrity_check`: the problems found (empty when the answer is `ok`).
+pub fn integrity_problems(conn: &Connection, path: &Path) -> Result<Vec<String>> {
+    let mut stmt = conn
+        .prepare("PRAGMA integrity_check(20)")
+        .map_err(Error::sqlite("check", path))?;
+    let rows: Vec<String> = stmt
+        .query_map([], |r| r.get(0))
+        .and_then(|rows| rows.collect())
+        .map_err(Error::sqlite("check", path))?;
+    Ok(rows.into_iter().filter(|r| r != "ok").collect())
+}
+
+/// Run the whole check on a database file: integrity, and the facts to compare.
+/// Any SQLite error (not a database, malformed header) counts as a failed check.
+pub fn check_file(path: &Path) -> (Vec<String>, Option<DbFacts>) {
+    let run = || -> Result<(Vec<String>, DbFacts)> {
+        let conn = open_immutable(path)?;
+        let problems = integrity_problems(&conn, path)?;
+        let facts = facts(&conn, path)?;
+        Ok((problems, facts))
+    };
+    match run() {
+        Ok((p, f)) => (p, Some(f)),
+        Err(e) => (vec![e.to_string()], None),
+    }
+}
+
+/// The files SQLite keeps beside a database.
+pub fn sidecar_files(db: &Path) -> [PathBuf; 3] {
+    let with = |suffix: &str| {
+        let mut s = db.as_os_str().to_os_string();
+        s.push(suffix);
+        PathBuf::from(s)
+    };
+    [with("-wal"), with("-shm"), with("-journal")]
+}
+
+// SQLite's unix VFS lock layout (os_unix.c): a connection to a WAL database holds a
+// shared lock on the "DMS" byte of the -shm file for as long as it is open; rollback-mode
+// readers and writers lock bytes from PENDING_BYTE in the database file itself.
+const SHM_DMS_BYTE: i64 = 128;
+const PENDING_BYTE: i64 = 0x4000_0000;
+const DB_LOCK_SPAN: i64 = 512;
+
+/// Whether another process has the database open, as far as its POSIX locks tell.
+pub fn open_elsewhere(db: &Path) -> Result<bool> {
+    let [_, shm, _] = sidecar_files(db);
+    Ok(lock_held(&shm, SHM_DMS_BYTE, 1)? || lock_held(db, PENDING_BYTE, DB_LOCK_SPAN)?)
+}
+
+fn lock_held(path: &Path, start: i64, len: i64) -> Result<bool> {
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(Error::io("open", path)(e)),
+    };
+    // SAFETY: an all-zero flock is a valid value; fields are set below.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = libc::F_WRLCK as libc::c_short;
+    fl.l_whence = libc::SEEK_SET as libc::c_short;
+    fl.l_start = start as libc::off_t;
+    fl.l_len = len as libc::off_t;
+    // SAFETY: F_GETLK with a valid descriptor and a valid flock pointer.
+    let rc = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_GETLK, &mut fl) };
+    if rc != 0 {
+        return Err(Error::io("probe locks on", path)(
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(fl.l_type != libc::F_UNLCK as libc::c_short)
+}

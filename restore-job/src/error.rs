@@ -1,0 +1,179 @@
+//! The crate's one error type.
+//!
+//! Rules, as in rustic_core: every public function returns [`Error`]; a message names
+//! the object it is about (a stamp, a path) and says what to do next. [`Error::exit_code`]
+//! maps each variant onto the CLI's exit-code table (0 ok, 1 ran and failed, 2 refused).
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// Everything that can go wrong in the snapshot engine.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A stamp that is not `YYYYMMDDTHHMMSSZ` (this also catches path-like input).
+    #[error(
+        "`{0}` is not a snapshot stamp: expected UTC YYYYMMDDTHHMMSSZ such as 20260407T060000Z; run `atocore-restore-job list` for the stamps"
+    )]
+    BadStamp(String),
+
+    /// A well-formed stamp with no snapshot folder behind it.
+    #[error(
+        "no snapshot `{stamp}` in {dir}; run `atocore-restore-job list` to see the stamps there"
+    )]
+    UnknownStamp { stamp: String, dir: PathBuf },
+
+    /// Restore asked for without `--confirm-service-stopped`.
+    #[error(
+        "refusing to restore `{0}` without --confirm-service-stopped: stop atocore first (docker compose stop atocore), then add the flag"
+    )]
+    NotConfirmed(String),
+
+    /// The live database is still open in another process.
+    #[error(
+        "refusing to restore: the live database {0} is still open in another process (it holds the WAL shared-memory or file lock); stop atocore and try again"
+    )]
+    DatabaseInUse(PathBuf),
+
+    /// Another mutating operation (backup, restore, prune) holds the backups lock.
+    #[error(
+        "another backup, restore or prune is running (it holds {0}); wait for it to finish and try again"
+    )]
+    Busy(PathBuf),
+
+    /// Bad command-line or request input that is not about a stamp.
+    #[error("{0}")]
+    Usage(String),
+
+    /// The snapshot failed validation.
+    #[error("cannot restore: snapshot `{stamp}` failed validation ({}); pick an older one with `atocore-restore-job list`", codes.join(", "))]
+    InvalidSnapshot { stamp: String, codes: Vec<String> },
+
+    /// There is no live database to back up.
+    #[error(
+        "no database at {0}: nothing to back up; check --db-path / ATOCORE_DB_PATH or --storage-root"
+    )]
+    MissingDatabase(PathBuf),
+
+    /// A file-system call failed.
+    #[error(
+        "cannot {op} {path}: {source}; check that the path exists, is on the expected volume and is writable"
+    )]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// An SQLite call failed.
+    #[error("SQLite could not {op} {path}: {source}; check the file with `sqlite3 {path} 'PRAGMA integrity_check'`", path = path.display())]
+    Sqlite {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+
+    /// A JSON file could not be read or written.
+    #[error("{path} is not valid JSON ({source}); fix or remove the file")]
+    Json {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+
+    /// The online backup did not finish in time.
+    #[error(
+        "the online backup of {path} did not finish within {secs} s; retry when the database is less busy or raise --backup-timeout-secs"
+    )]
+    BackupTimeout { path: PathBuf, secs: u64 },
+
+    /// The operation was cancelled (shutdown); nothing was published.
+    #[error("{0} was cancelled before it finished; nothing was published, run it again")]
+    Cancelled(&'static str),
+
+    /// A freshly made snapshot failed its own validation; it was not published.
+    #[error("the new snapshot failed validation ({}) and was not published; check the disk and the live database, then retry", .0.join(", "))]
+    NewSnapshotInvalid(Vec<String>),
+
+    /// The chroma tree holds something the engine will not copy.
+    #[error("{path}: {why}; fix the chroma directory and retry")]
+    UnsafeEntry { path: PathBuf, why: String },
+
+    /// The restore ran and did not end with a healthy database.
+    #[error("restore of `{stamp}` failed: {why}")]
+    RestoreFailed { stamp: String, why: String },
+}
+
+impl Error {
+    /// The CLI exit code: 2 for refusals and bad usage, 1 for operations that ran and failed.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::BadStamp(_)
+            | Error::UnknownStamp { .. }
+            | Error::NotConfirmed(_)
+            | Error::DatabaseInUse(_)
+            | Error::Busy(_)
+            | Error::Usage(_) => 2,
+            _ => 1,
+        }
+    }
+
+    /// A stable machine-readable code for the JSON error document.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::BadStamp(_) => "bad_stamp",
+            Error::UnknownStamp { .. } => "unknown_stamp",
+            Error::NotConfirmed(_) => "not_confirmed",
+            Error::DatabaseInUse(_) => "database_in_use",
+            Error::Busy(_) => "busy",
+            Error::Usage(_) => "bad_request",
+            Error::InvalidSnapshot { .. } => "snapshot_invalid",
+            Error::MissingDatabase(_) => "database_missing",
+            Error::Io { .. } => "io_error",
+            Error::Sqlite { .. } => "sqlite_error",
+            Error::Json { .. } => "json_error",
+            Error::BackupTimeout { .. } => "backup_timeout",
+            Error::Cancelled(_) => "cancelled",
+            Error::NewSnapshotInvalid(_) => "new_snapshot_invalid",
+            Error::UnsafeEntry { .. } => "unsafe_entry",
+            Error::RestoreFailed { .. } => "restore_failed",
+        }
+    }
+
+    pub(crate) fn io(
+        op: &'static str,
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(std::io::Error) -> Error {
+        let path = path.into();
+        move |source| Error::Io { op, path, source }
+    }
+
+    pub(crate) fn sqlite(
+        op: &'static str,
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(rusqlite::Error) -> Error {
+        let path = path.into();
+        move |source| Error::Sqlite { op, path, source }
+    }
+}
+
+/// An error as it appears in JSON documents.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+    pub message: String,
+}
+
+impl From<&Error> for ErrorBody {
+    fn from(e: &Error) -> Self {
+        ErrorBody {
+            error: e.code().to_string(),
+            message: e.to_string(),
+        }
+    }
+}
+
+/// The crate's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

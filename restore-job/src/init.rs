@@ -1,0 +1,190 @@
+//! The init-job mode (CONTRACT §4) and the restore request files it reads.
+//!
+//! Files on the backups volume, in `<backup_dir>/restore/`:
+//! - `request.json`: written by the sidecar (or an operator) to ask for a restore;
+//! - `result.json`: written by `init` when it has acted on a request;
+//! - `journal.json`: the journal of a restore under way (see [`crate::restore`]).
+//!
+//! `init` first finishes an interrupted restore, then performs a pending request,
+//! writes the result (atomically) and only then removes the request. A crash between
+//! the two leaves the request in place with the journal gone; the next run performs it
+//! again, which is idempotent (the live state already equals the snapshot).
+
+use std::path::PathBuf;
+
+use chrono::{SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::config::Paths;
+use crate::durable::{self, BackupLock};
+use crate::error::{Error, ErrorBody, Result};
+use crate::restore::{self, ChromaChoice, RestoreOptions, RestoreReport};
+
+/// A request to restore, as written to `request.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RestoreRequest {
+    /// Chosen by the writer; copied into the result so it can match the two.
+    pub request_id: String,
+    pub stamp: String,
+    /// `null`: chroma when the snapshot has it; `true`: force; `false`: leave it alone.
+    #[serde(default)]
+    pub include_chroma: Option<bool>,
+    /// Take a pre-restore snapshot first (default true).
+    #[serde(default = "yes")]
+    pub pre_snapshot: bool,
+    #[serde(default)]
+    pub requested_at: Option<String>,
+    #[serde(default)]
+    pub requested_by: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// What `init` wrote to `result.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RestoreResult {
+    pub request_id: String,
+    pub ok: bool,
+    pub stamp: String,
+    pub pre_restore_snapshot: Option<String>,
+    pub db_restored: bool,
+    pub registry_restored: bool,
+    pub chroma_restored: bool,
+    pub restored_integrity_ok: bool,
+    pub dry_run: bool,
+    pub duration_ms: u64,
+    #[serde(default)]
+    pub error: Option<ErrorBody>,
+    /// The CLI exit code the restore would have had.
+    pub exit_code: u8,
+    pub finished_at: String,
+}
+
+/// The body `init` prints.
+#[derive(Debug, Clone, Serialize)]
+pub struct InitReport {
+    pub mode: &'static str,
+    /// The interrupted restore this run finished, if any.
+    pub recovered: Option<RestoreReport>,
+    /// The request performed, if any.
+    pub request: Option<RestoreRequest>,
+    pub result: Option<RestoreResult>,
+}
+
+impl InitReport {
+    /// Exit 0 unless a request was performed and did not end with a sound database.
+    pub fn exit_code(&self) -> u8 {
+        self.result.as_ref().map(|r| r.exit_code).unwrap_or(0)
+    }
+}
+
+pub fn request_path(paths: &Paths) -> PathBuf {
+    paths.restore_dir().join("request.json")
+}
+
+pub fn result_path(paths: &Paths) -> PathBuf {
+    paths.restore_dir().join("result.json")
+}
+
+/// The pending request, if any.
+pub fn pending_request(paths: &Paths) -> Result<Option<RestoreRequest>> {
+    durable::read_json(&request_path(paths))
+}
+
+/// The last result written by `init`, if any.
+pub fn last_result(paths: &Paths) -> Result<Option<RestoreResult>> {
+    durable::read_json(&result_path(paths))
+}
+
+/// Write a request for the next `init` run. Refused while another one is pending.
+pub fn write_request(paths: &Paths, req: &RestoreRequest) -> Result<()> {
+    crate::Stamp::parse(&req.stamp)?;
+    durable::create_dir_all(&paths.restore_dir())?;
+    if pending_request(paths)?.is_some() {
+        return Err(Error::Busy(request_path(paths)));
+    }
+    durable::write_json_atomic(&request_path(paths), req)
+}
+
+/// Remove a request that will not be acted on (e.g. the orchestrator gave up before
+/// starting the job). Absent is fine.
+pub fn withdraw_request(paths: &Paths) -> Result<()> {
+    match std::fs::remove_file(request_path(paths)) {
+        Ok(()) => durable::sync_path(&paths.restore_dir()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io("remove", request_path(paths))(e)),
+    }
+}
+
+/// The init-job mode: finish an interrupted restore, then act on a pending request.
+pub fn init(paths: &Paths) -> Result<InitReport> {
+    let mut report = InitReport {
+        mode: "init",
+        recovered: None,
+        request: None,
+        result: None,
+    };
+    let request = pending_request(paths)?;
+    if request.is_none() {
+        if let Some(j) = restore::pending_journal(paths)? {
+            let _lock = BackupLock::acquire(&paths.backup_dir)?;
+            report.recovered = Some(restore::finish(paths, j)?);
+        }
+        return Ok(report);
+    }
+    let Some(req) = request else {
+        return Ok(report);
+    };
+    tracing::info!(request_id = %req.request_id, stamp = %req.stamp, "performing restore request");
+    let outcome = restore::restore(
+        paths,
+        &RestoreOptions {
+            stamp: req.stamp.clone(),
+            // The init job runs before atocore starts; the lock probe still guards it.
+            confirmed_service_stopped: true,
+            pre_snapshot: req.pre_snapshot,
+            chroma: ChromaChoice::from_option(req.include_chroma),
+            dry_run: false,
+        },
+    );
+    let now = Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true);
+    let result = match &outcome {
+        Ok(r) => RestoreResult {
+            request_id: req.request_id.clone(),
+            ok: r.restored_integrity_ok,
+            stamp: r.stamp.clone(),
+            pre_restore_snapshot: r.pre_restore_snapshot.clone(),
+            db_restored: r.db_restored,
+            registry_restored: r.registry_restored,
+            chroma_restored: r.chroma_restored,
+            restored_integrity_ok: r.restored_integrity_ok,
+            dry_run: false,
+            duration_ms: r.duration_ms,
+            error: r.error.clone(),
+            exit_code: if r.restored_integrity_ok { 0 } else { 1 },
+            finished_at: now,
+        },
+        Err(e) => RestoreResult {
+            request_id: req.request_id.clone(),
+            ok: false,
+            stamp: req.stamp.clone(),
+            pre_restore_snapshot: None,
+            db_restored: false,
+            registry_restored: false,
+            chroma_restored: false,
+            restored_integrity_ok: false,
+            dry_run: false,
+            duration_ms: 0,
+            error: Some(ErrorBody::from(e)),
+            exit_code: e.exit_code(),
+            finished_at: now,
+        },
+    };
+    durable::write_json_atomic(&result_path(paths), &result)?;
+    withdraw_request(paths)?;
+    report.request = Some(req);
+    report.result = Some(result);
+    Ok(report)
+}

@@ -1,0 +1,183 @@
+//! `backup-metadata.json`: the Python-era fields every reader must accept, plus the
+//! fields this engine adds (all optional when reading, always written).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+
+/// File name of the metadata inside a snapshot folder.
+pub const METADATA_FILE: &str = "backup-metadata.json";
+/// The snapshot format this engine writes.
+pub const FORMAT_VERSION: u32 = 2;
+
+/// Why a snapshot was taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Kind {
+    Manual,
+    Scheduled,
+    PreRestore,
+    Drill,
+}
+
+impl Kind {
+    /// `pre-restore` and `drill` snapshots are kept by age, not by the calendar buckets.
+    pub fn is_special(self) -> bool {
+        matches!(self, Kind::PreRestore | Kind::Drill)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Manual => "manual",
+            Kind::Scheduled => "scheduled",
+            Kind::PreRestore => "pre-restore",
+            Kind::Drill => "drill",
+        }
+    }
+}
+
+impl std::str::FromStr for Kind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Kind, String> {
+        match s {
+            "manual" => Ok(Kind::Manual),
+            "scheduled" => Ok(Kind::Scheduled),
+            "pre-restore" => Ok(Kind::PreRestore),
+            "drill" => Ok(Kind::Drill),
+            _ => Err(format!(
+                "unknown kind `{s}`: use manual, scheduled, pre-restore or drill"
+            )),
+        }
+    }
+}
+
+/// Name and version of the tool that wrote a snapshot.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Tool {
+    pub name: String,
+    pub version: String,
+}
+
+/// Where the snapshot came from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Source {
+    pub storage_root: String,
+    pub db_path: String,
+    pub registry_path: String,
+    pub chroma_path: String,
+    pub hostname: String,
+    pub build_sha: Option<String>,
+}
+
+/// Mode and owner of a live file, restored with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileAttrs {
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// The content of `backup-metadata.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Metadata {
+    // --- Python-era fields ---
+    pub stamp: String,
+    pub created_at: String,
+    pub backup_root: String,
+    pub db_snapshot_path: String,
+    pub db_size_bytes: u64,
+    #[serde(default)]
+    pub registry_snapshot_path: Option<String>,
+    #[serde(default)]
+    pub chroma_snapshot_path: Option<String>,
+    #[serde(default)]
+    pub include_chroma: bool,
+    // --- added by this engine ---
+    #[serde(default)]
+    pub kind: Option<Kind>,
+    #[serde(default)]
+    pub format_version: Option<u32>,
+    #[serde(default)]
+    pub tool: Option<Tool>,
+    #[serde(default)]
+    pub source: Option<Source>,
+    #[serde(default)]
+    pub chroma_files: Option<u64>,
+    #[serde(default)]
+    pub chroma_bytes: Option<u64>,
+    #[serde(default)]
+    pub chroma_quiesced: Option<bool>,
+    #[serde(default)]
+    pub chroma_linked_files: Option<u64>,
+    #[serde(default)]
+    pub duration_ms: Option<u64>,
+    #[serde(default)]
+    pub copy_ms: Option<u64>,
+    #[serde(default)]
+    pub validate_ms: Option<u64>,
+    #[serde(default)]
+    pub validated_at: Option<String>,
+    /// Rows of each table at backup time: an empty or truncated copy is caught.
+    #[serde(default)]
+    pub row_counts: Option<BTreeMap<String, u64>>,
+    #[serde(default)]
+    pub db_page_count: Option<u64>,
+    #[serde(default)]
+    pub db_file: Option<FileAttrs>,
+    #[serde(default)]
+    pub registry_file: Option<FileAttrs>,
+    #[serde(default)]
+    pub warnings: Vec<String>,
+    /// Fields written by other versions are kept as they are.
+    #[serde(flatten)]
+    pub extra: BTreeMap<String, serde_json::Value>,
+}
+
+impl Metadata {
+    /// The kind, with legacy snapshots (no `kind`) counted as manual ones.
+    pub fn kind_or_manual(&self) -> Kind {
+        self.kind.unwrap_or(Kind::Manual)
+    }
+
+    /// Whether the snapshot should hold a registry copy.
+    pub fn has_registry(&self) -> bool {
+        self.registry_snapshot_path.is_some()
+    }
+
+    /// Whether the snapshot should hold a chroma copy.
+    pub fn has_chroma(&self) -> bool {
+        self.include_chroma || self.chroma_snapshot_path.is_some()
+    }
+
+    /// Bytes the snapshot accounts for (database plus chroma).
+    pub fn total_bytes(&self) -> u64 {
+        self.db_size_bytes + self.chroma_bytes.unwrap_or(0)
+    }
+}
+
+/// Read the metadata of a snapshot folder. `Ok(None)` when the file is missing.
+pub fn read(dir: &Path) -> Result<Option<Metadata>> {
+    crate::durable::read_json(&dir.join(METADATA_FILE))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn python_era_metadata_parses() {
+        let legacy = r#"{"stamp":"20260101T060000Z","created_at":"2026-01-01T06:00:00+00:00",
+            "backup_root":"/srv/storage/atocore/backups/snapshots/20260101T060000Z",
+            "db_snapshot_path":"/srv/storage/atocore/backups/snapshots/20260101T060000Z/db/atocore.db",
+            "db_size_bytes":4096,"registry_snapshot_path":null,"chroma_snapshot_path":null,
+            "include_chroma":false}"#;
+        let m: Metadata = serde_json::from_str(legacy).unwrap();
+        assert_eq!(m.kind_or_manual(), Kind::Manual);
+        assert!(!m.has_chroma() && !m.has_registry());
+        let back = serde_json::to_value(&m).unwrap();
+        assert_eq!(back["stamp"], "20260101T060000Z");
+    }
+}

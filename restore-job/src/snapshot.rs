@@ -1,0 +1,439 @@
+//! Taking a snapshot (`backup`) and listing them (`list`).
+//!
+//! A snapshot is built in `snapshots/.<STAMP>.partial/`, fsynced, validated, and only
+//! then renamed to `snapshots/<STAMP>/`: a crash leaves at most a hidden partial folder,
+//! which `list` never shows and the next backup or prune removes.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use chrono::{SecondsFormat, Utc};
+use serde::Serialize;
+
+use crate::chroma::{self, Index};
+use crate::config::Paths;
+use crate::db;
+use crate::durable::{self, BackupLock};
+use crate::error::{Error, Result};
+use crate::manifest::{self, Manifest};
+use crate::metadata::{
+    self, FORMAT_VERSION, FileAttrs, Kind, METADATA_FILE, Metadata, Source, Tool,
+};
+use crate::stamp::Stamp;
+use crate::validate;
+
+/// Relative path of the database inside a snapshot.
+pub const DB_REL: &str = "db/atocore.db";
+/// Relative path of the registry inside a snapshot.
+pub const REGISTRY_REL: &str = "config/project-registry.json";
+/// Relative path of the chroma tree inside a snapshot.
+pub const CHROMA_REL: &str = "chroma";
+
+/// Pauses whatever writes to the chroma store for the length of the chroma copy.
+/// The sidecar implements it by pausing the atocore container.
+pub trait Quiesce {
+    /// Pause the writers. `true` when they are paused; `false` when that is not
+    /// possible (the copy then goes ahead unquiesced and the metadata says so).
+    fn pause(&mut self) -> bool;
+    /// Undo a successful [`Quiesce::pause`]. Called exactly once after it, whatever
+    /// happened during the copy.
+    fn resume(&mut self);
+}
+
+/// How to take a snapshot.
+#[derive(Debug, Clone)]
+pub struct BackupOptions {
+    pub include_chroma: bool,
+    pub kind: Kind,
+    /// atocore's `build_sha`, when the caller knows it.
+    pub build_sha: Option<String>,
+    /// Upper bound for the online database copy.
+    pub timeout: Duration,
+}
+
+impl Default for BackupOptions {
+    fn default() -> Self {
+        BackupOptions {
+            include_chroma: false,
+            kind: Kind::Manual,
+            build_sha: None,
+            timeout: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// Callbacks a long-running caller hands in.
+pub struct Hooks<'a> {
+    /// Pauses chroma writers during the chroma copy.
+    pub quiesce: Option<&'a mut dyn Quiesce>,
+    /// Asked between steps; `false` cancels the backup (the partial folder is removed).
+    pub keep_going: &'a dyn Fn() -> bool,
+}
+
+impl Default for Hooks<'_> {
+    fn default() -> Self {
+        Hooks {
+            quiesce: None,
+            keep_going: &|| true,
+        }
+    }
+}
+
+/// Take a snapshot: lock, copy, validate, publish. Returns the published metadata.
+pub fn backup(paths: &Paths, opts: &BackupOptions, hooks: Hooks<'_>) -> Result<Metadata> {
+    let _lock = BackupLock::acquire(&paths.backup_dir)?;
+    backup_locked(paths, opts, hooks)
+}
+
+/// Remove hidden partial folders left by a crashed backup. Only call with the lock held.
+pub(crate) fn remove_stale_partials(paths: &Paths) -> Result<Vec<String>> {
+    let dir = paths.snapshots_dir();
+    let mut removed = Vec::new();
+    let Ok(rd) = fs::read_dir(&dir) else {
+        return Ok(removed);
+    };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') && name.ends_with(".partial") {
+            fs::remove_dir_all(e.path())
+                .map_err(Error::io("remove stale partial snapshot", e.path()))?;
+            tracing::warn!(folder = %name, "removed a partial snapshot left by an interrupted backup");
+            removed.push(name);
+        }
+    }
+    Ok(removed)
+}
+
+/// Removes the partial folder unless the snapshot was published.
+struct PartialGuard {
+    dir: PathBuf,
+    armed: bool,
+}
+
+impl Drop for PartialGuard {
+    fn drop(&mut self) {
+        if self.armed
+            && let Err(e) = fs::remove_dir_all(&self.dir)
+        {
+            tracing::error!(folder = %self.dir.display(), cause = %e, "could not remove the partial snapshot; remove it by hand");
+        }
+    }
+}
+
+/// Resumes the quiesced writers when dropped, whatever happened.
+struct Resume<'a, 'b>(Option<&'a mut &'b mut dyn Quiesce>);
+
+impl Drop for Resume<'_, '_> {
+    fn drop(&mut self) {
+        if let Some(q) = self.0.take() {
+            q.resume();
+        }
+    }
+}
+
+/// [`backup`] with the backups lock already held by the caller.
+pub(crate) fn backup_locked(
+    paths: &Paths,
+    opts: &BackupOptions,
+    mut hooks: Hooks<'_>,
+) -> Result<Metadata> {
+    let started = Instant::now();
+    if !paths.db.is_file() {
+        return Err(Error::MissingDatabase(paths.db.clone()));
+    }
+    if opts.include_chroma && !paths.chroma.is_dir() {
+        return Err(Error::Usage(format!(
+            "--include-chroma: the chroma directory {} does not exist; check --chroma-path or leave chroma out",
+            paths.chroma.display()
+        )));
+    }
+    let snapshots = paths.snapshots_dir();
+    durable::create_dir_all(&snapshots)?;
+    remove_stale_partials(paths)?;
+
+    // A stamp nobody has: published or in the making.
+    let mut stamp = Stamp::from_time(Utc::now());
+    while snapshots.join(stamp.as_str()).exists()
+        || snapshots.join(format!(".{stamp}.partial")).exists()
+    {
+        stamp = stamp.next();
+    }
+    let partial = snapshots.join(format!(".{stamp}.partial"));
+    fs::create_dir(&partial).map_err(Error::io("create", &partial))?;
+    let mut guard = PartialGuard {
+        dir: partial.clone(),
+        armed: true,
+    };
+    let final_dir = snapshots.join(stamp.as_str());
+    let mut warnings = Vec::new();
+
+    // --- copy ---
+    let copy_started = Instant::now();
+    let mut hashes = Manifest::new();
+    durable::create_dir_all(&partial.join("db"))?;
+    let db_out = partial.join(DB_REL);
+    let live_db_meta = fs::metadata(&paths.db).map_err(Error::io("stat", &paths.db))?;
+    let outcome = db::online_backup(&paths.db, &db_out, opts.timeout, hooks.keep_going)?;
+    durable::sync_path(&db_out)?;
+
+    let mut registry_file = None;
+    let registry_copied = match fs::read(&paths.registry) {
+        Ok(bytes) if serde_json::from_slice::<serde_json::Value>(&bytes).is_err() => {
+            tracing::warn!(path = %paths.registry.display(), "the live registry is not valid JSON; it is left out of this snapshot");
+            warnings.push("registry_invalid_json_skipped".to_string());
+            false
+        }
+        Ok(_) => {
+            durable::create_dir_all(&partial.join("config"))?;
+            let out = partial.join(REGISTRY_REL);
+            let c = durable::copy_file_hashed(&paths.registry, &out)?;
+            hashes.insert(REGISTRY_REL.to_string(), c.sha256);
+            let m = fs::metadata(&paths.registry).map_err(Error::io("stat", &paths.registry))?;
+            registry_file = Some(FileAttrs {
+                mode: m.mode() & 0o7777,
+                uid: m.uid(),
+                gid: m.gid(),
+            });
+            true
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+        Err(e) => return Err(Error::io("read", &paths.registry)(e)),
+    };
+
+    let mut chroma_index: Option<Index> = None;
+    let mut chroma_quiesced = None;
+    let mut linked = None;
+    if opts.include_chroma {
+        let previous = newest_chroma_index(paths, &stamp);
+        let prev_ref = previous.as_ref().map(|(i, d)| (i, d.as_path()));
+        let paused = match hooks.quiesce.as_mut() {
+            Some(q) => q.pause(),
+            None => false,
+        };
+        chroma_quiesced = Some(paused);
+        if !paused {
+            warnings.push("chroma_not_quiesced".to_string());
+        }
+        let result = {
+            let _resume = Resume(if paused { hooks.quiesce.as_mut() } else { None });
+            chroma::snapshot_copy(
+                &paths.chroma,
+                &partial.join(CHROMA_REL),
+                prev_ref,
+                hooks.keep_going,
+            )
+        };
+        let (index, stats) = result?;
+        for e in &index.entries {
+            if let Some(h) = &e.sha256 {
+                hashes.insert(format!("{CHROMA_REL}/{}", e.path), h.clone());
+            }
+        }
+        for s in &index.skipped {
+            warnings.push(format!("chroma_entry_skipped:{s}"));
+        }
+        linked = Some(stats.linked);
+        let index_path = partial.join(chroma::INDEX_FILE);
+        durable::write_json_atomic(&index_path, &index)?;
+        hashes.insert(
+            chroma::INDEX_FILE.to_string(),
+            durable::sha256_file(&index_path)?,
+        );
+        chroma_index = Some(index);
+    }
+    let copy_ms = copy_started.elapsed().as_millis() as u64;
+    if !(hooks.keep_going)() {
+        return Err(Error::Cancelled("the backup"));
+    }
+
+    // --- validate: hash the database on one core while SQLite checks it on the other ---
+    let validate_started = Instant::now();
+    let (db_hash, (problems, facts)) = std::thread::scope(|s| {
+        let h = s.spawn(|| durable::sha256_file(&db_out));
+        let checked = db::check_file(&db_out);
+        (
+            h.join()
+                .unwrap_or_else(|_| Err(Error::Cancelled("hashing"))),
+            checked,
+        )
+    });
+    hashes.insert(DB_REL.to_string(), db_hash?);
+    let mut errors: Vec<String> = problems
+        .iter()
+        .map(|p| format!("db_integrity_check_failed:{p}"))
+        .collect();
+    let facts = facts.unwrap_or_default();
+    if facts.page_count != outcome.page_count {
+        errors.push("db_page_count_mismatch".into());
+    }
+    if !errors.is_empty() {
+        return Err(Error::NewSnapshotInvalid(errors));
+    }
+    manifest::write(&partial, &hashes)?;
+    let validate_ms = validate_started.elapsed().as_millis() as u64;
+
+    let db_size = fs::metadata(&db_out)
+        .map_err(Error::io("stat", &db_out))?
+        .len();
+    let meta = Metadata {
+        stamp: stamp.to_string(),
+        created_at: stamp.time().to_rfc3339_opts(SecondsFormat::Secs, true),
+        backup_root: final_dir.display().to_string(),
+        db_snapshot_path: final_dir.join(DB_REL).display().to_string(),
+        db_size_bytes: db_size,
+        registry_snapshot_path: registry_copied
+            .then(|| final_dir.join(REGISTRY_REL).display().to_string()),
+        chroma_snapshot_path: opts
+            .include_chroma
+            .then(|| final_dir.join(CHROMA_REL).display().to_string()),
+        include_chroma: opts.include_chroma,
+        kind: Some(opts.kind),
+        format_version: Some(FORMAT_VERSION),
+        tool: Some(Tool {
+            name: "atocore-restore-job".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+        }),
+        source: Some(Source {
+            storage_root: paths.storage_root.display().to_string(),
+            db_path: paths.db.display().to_string(),
+            registry_path: paths.registry.display().to_string(),
+            chroma_path: paths.chroma.display().to_string(),
+            hostname: gethostname::gethostname().to_string_lossy().into_owned(),
+            build_sha: opts.build_sha.clone(),
+        }),
+        chroma_files: chroma_index.as_ref().map(Index::file_count),
+        chroma_bytes: chroma_index.as_ref().map(Index::byte_count),
+        chroma_quiesced,
+        chroma_linked_files: linked,
+        duration_ms: Some(started.elapsed().as_millis() as u64),
+        copy_ms: Some(copy_ms),
+        validate_ms: Some(validate_ms),
+        validated_at: Some(Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true)),
+        row_counts: Some(facts.row_counts),
+        db_page_count: Some(facts.page_count),
+        db_file: Some(FileAttrs {
+            mode: live_db_meta.mode() & 0o7777,
+            uid: live_db_meta.uid(),
+            gid: live_db_meta.gid(),
+        }),
+        registry_file,
+        warnings,
+        extra: BTreeMap::new(),
+    };
+    durable::write_json_atomic(&partial.join(METADATA_FILE), &meta)?;
+    for sub in ["db", "config"] {
+        let d = partial.join(sub);
+        if d.exists() {
+            durable::sync_path(&d)?;
+        }
+    }
+    durable::sync_path(&partial)?;
+
+    // --- publish ---
+    fs::rename(&partial, &final_dir).map_err(Error::io("publish", &final_dir))?;
+    guard.armed = false;
+    durable::sync_path(&snapshots)?;
+    tracing::info!(
+        stamp = %stamp,
+        kind = opts.kind.as_str(),
+        include_chroma = opts.include_chroma,
+        copy_ms,
+        validate_ms,
+        "snapshot published"
+    );
+    Ok(meta)
+}
+
+/// The newest published snapshot older than `before` that has a chroma index.
+fn newest_chroma_index(paths: &Paths, before: &Stamp) -> Option<(Index, PathBuf)> {
+    let mut stamps = published_stamps(paths).ok()?;
+    stamps.retain(|s| s < before);
+    stamps.into_iter().rev().find_map(|s| {
+        let dir = paths.snapshot_dir(&s);
+        let index: Index = durable::read_json(&dir.join(chroma::INDEX_FILE)).ok()??;
+        Some((index, dir.join(CHROMA_REL)))
+    })
+}
+
+/// Stamps of the published snapshot folders, oldest first.
+pub fn published_stamps(paths: &Paths) -> Result<Vec<Stamp>> {
+    let dir = paths.snapshots_dir();
+    let rd = match fs::read_dir(&dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io("list", &dir)(e)),
+    };
+    let mut stamps: Vec<Stamp> = rd
+        .flatten()
+        .filter(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false))
+        .filter_map(|e| Stamp::parse(&e.file_name().to_string_lossy()).ok())
+        .collect();
+    stamps.sort();
+    Ok(stamps)
+}
+
+/// One row of `list`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Listed {
+    pub stamp: String,
+    #[serde(flatten)]
+    pub metadata: Option<Metadata>,
+    /// `true`: validated when published and still complete; `false`: broken;
+    /// `null`: complete but never validated by this engine (legacy) — run `validate`.
+    pub valid: Option<bool>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<String>,
+}
+
+/// The body of `list`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ListReport {
+    pub backup_dir: String,
+    pub backups: Vec<Listed>,
+}
+
+/// List the published snapshots, oldest first, with a quick structural check each.
+pub fn list(paths: &Paths) -> Result<ListReport> {
+    let backups = published_stamps(paths)?
+        .into_iter()
+        .map(|s| {
+            let dir = paths.snapshot_dir(&s);
+            let (metadata, errors) = validate::quick(&dir);
+            let valid = if !errors.is_empty() {
+                Some(false)
+            } else if metadata.as_ref().is_some_and(|m| m.validated_at.is_some()) {
+                Some(true)
+            } else {
+                None
+            };
+            Listed {
+                stamp: s.to_string(),
+                metadata,
+                valid,
+                errors,
+            }
+        })
+        .collect();
+    Ok(ListReport {
+        backup_dir: paths.backup_dir.display().to_string(),
+        backups,
+    })
+}
+
+/// Read one snapshot's metadata, refusing unknown stamps.
+pub fn metadata_of(paths: &Paths, stamp: &Stamp) -> Result<Metadata> {
+    let dir = paths.snapshot_dir(stamp);
+    if !dir.is_dir() {
+        return Err(Error::UnknownStamp {
+            stamp: stamp.to_string(),
+            dir: paths.snapshots_dir(),
+        });
+    }
+    metadata::read(&dir)?.ok_or_else(|| Error::InvalidSnapshot {
+        stamp: stamp.to_string(),
+        codes: vec!["metadata_invalid_json".into()],
+    })
+}

@@ -1,0 +1,225 @@
+//! Snapshot validation: the contract's stable error codes.
+//!
+//! Full validation (`validate`) hashes every file against the manifest (on one core)
+//! while SQLite runs `integrity_check` on the database copy (on the other), then
+//! compares the copy's page and row counts with those recorded at backup time, so an
+//! empty or truncated copy that passes `integrity_check` is still caught.
+//! The quick check (`list`, `prune`) only looks at structure: metadata, files present
+//! with their recorded sizes.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::chroma::{self, Index};
+use crate::config::Paths;
+use crate::db;
+use crate::durable;
+use crate::error::Result;
+use crate::manifest::{self, MANIFEST_FILE};
+use crate::metadata::{self, METADATA_FILE, Metadata};
+use crate::snapshot::{CHROMA_REL, DB_REL, REGISTRY_REL};
+use crate::stamp::Stamp;
+
+/// The body of `validate`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ValidationReport {
+    pub stamp: String,
+    pub valid: bool,
+    pub errors: Vec<String>,
+    pub warnings: Vec<String>,
+}
+
+/// Fully validate one snapshot. A well-formed stamp without a folder reports
+/// `snapshot_missing`.
+pub fn validate(paths: &Paths, stamp: &Stamp) -> Result<ValidationReport> {
+    Ok(validate_dir(&paths.snapshot_dir(stamp), stamp.as_str()))
+}
+
+/// Fully validate the snapshot folder `dir`.
+pub fn validate_dir(dir: &Path, stamp: &str) -> ValidationReport {
+    let mut errors = Vec::new();
+    let mut warnings = Vec::new();
+    let report = |errors: Vec<String>, warnings| ValidationReport {
+        stamp: stamp.to_string(),
+        valid: errors.is_empty(),
+        errors,
+        warnings,
+    };
+    if !dir.is_dir() {
+        return report(vec!["snapshot_missing".into()], warnings);
+    }
+    let meta = match metadata::read(dir) {
+        Ok(Some(m)) => Some(m),
+        Ok(None) | Err(_) => {
+            errors.push("metadata_invalid_json".to_string());
+            None
+        }
+    };
+
+    let db_path = dir.join(DB_REL);
+    let manifest = match manifest::read(dir) {
+        Ok(Some(Ok(m))) => Some(m),
+        Ok(Some(Err(code))) => {
+            errors.push(code);
+            None
+        }
+        Ok(None) => {
+            warnings.push("no_manifest".to_string());
+            None
+        }
+        Err(_) => {
+            errors.push("manifest_invalid".to_string());
+            None
+        }
+    };
+
+    // Hash against the manifest on one thread while SQLite checks the db on this one.
+    let (hash_errors, db_check) = std::thread::scope(|s| {
+        let hasher = s.spawn(|| {
+            manifest
+                .as_ref()
+                .map(|m| check_manifest(dir, m))
+                .unwrap_or_default()
+        });
+        let db_check = db_path.is_file().then(|| db::check_file(&db_path));
+        (
+            hasher
+                .join()
+                .unwrap_or_else(|_| vec!["manifest_check_crashed".into()]),
+            db_check,
+        )
+    });
+
+    match db_check {
+        None => errors.push("db_snapshot_missing".into()),
+        Some((problems, facts)) => {
+            if !problems.is_empty() {
+                errors.push("db_integrity_check_failed".into());
+            }
+            if let (Some(facts), Some(m)) = (facts, &meta) {
+                if let Some(pages) = m.db_page_count
+                    && pages != facts.page_count
+                {
+                    errors.push("db_page_count_mismatch".into());
+                }
+                if let Some(counts) = &m.row_counts {
+                    for (table, want) in counts {
+                        if facts.row_counts.get(table) != Some(want) {
+                            errors.push(format!("db_row_count_mismatch:{table}"));
+                        }
+                    }
+                } else if facts.tables == 0 {
+                    warnings.push("db_has_no_tables".into());
+                }
+            }
+        }
+    }
+
+    if let Some(m) = &meta {
+        if m.has_registry() {
+            match fs::read(dir.join(REGISTRY_REL)) {
+                Ok(b) if serde_json::from_slice::<serde_json::Value>(&b).is_ok() => {}
+                Ok(_) => errors.push("registry_invalid_json".into()),
+                Err(_) => errors.push("registry_snapshot_missing".into()),
+            }
+        }
+        if m.has_chroma() {
+            let cdir = dir.join(CHROMA_REL);
+            if !cdir.is_dir() {
+                errors.push("chroma_snapshot_missing".into());
+            } else if m.format_version.is_some() {
+                match durable::read_json::<Index>(&dir.join(chroma::INDEX_FILE)) {
+                    Ok(Some(index)) => {
+                        if let Ok(diffs) = chroma::differences(&cdir, &index) {
+                            errors.extend(diffs.into_iter().map(|d| format!("chroma_tree_{d}")));
+                        }
+                    }
+                    _ => errors.push("chroma_index_invalid".into()),
+                }
+            }
+            if m.chroma_quiesced == Some(false) {
+                warnings.push("chroma_not_quiesced".into());
+            }
+        }
+        if !m.warnings.is_empty() {
+            warnings.extend(
+                m.warnings
+                    .iter()
+                    .filter(|w| *w != "chroma_not_quiesced")
+                    .cloned(),
+            );
+        }
+    }
+    errors.extend(hash_errors);
+    errors.sort();
+    errors.dedup();
+    report(errors, warnings)
+}
+
+/// Every listed file must exist with its hash; every file present must be listed.
+fn check_manifest(dir: &Path, m: &manifest::Manifest) -> Vec<String> {
+    let mut errors = Vec::new();
+    for (rel, want) in m {
+        let Ok(path) = chroma::safe_join(dir, rel) else {
+            errors.push(format!("manifest_mismatch:{rel}"));
+            continue;
+        };
+        match durable::sha256_file(&path) {
+            Ok(h) if &h == want => {}
+            Ok(_) => errors.push(format!("manifest_mismatch:{rel}")),
+            Err(_) => errors.push(format!("manifest_missing_file:{rel}")),
+        }
+    }
+    let listed: BTreeSet<&str> = m.keys().map(String::as_str).collect();
+    for rel in files_below(dir) {
+        if rel != MANIFEST_FILE && rel != METADATA_FILE && !listed.contains(rel.as_str()) {
+            errors.push(format!("manifest_unexpected_file:{rel}"));
+        }
+    }
+    errors
+}
+
+/// Relative paths of the regular files below `dir`.
+fn files_below(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = fs::read_dir(&d) else { continue };
+        for e in rd.flatten() {
+            let Ok(ft) = e.file_type() else { continue };
+            if ft.is_dir() {
+                stack.push(e.path());
+            } else if ft.is_file()
+                && let Ok(rel) = e.path().strip_prefix(dir)
+            {
+                out.push(rel.to_string_lossy().into_owned());
+            }
+        }
+    }
+    out
+}
+
+/// Structural check used by `list` and `prune`: metadata parses, the database is
+/// there with its recorded size, the registry and chroma copies are there when listed.
+pub(crate) fn quick(dir: &Path) -> (Option<Metadata>, Vec<String>) {
+    let meta = match metadata::read(dir) {
+        Ok(Some(m)) => m,
+        _ => return (None, vec!["metadata_invalid_json".into()]),
+    };
+    let mut errors = Vec::new();
+    match fs::metadata(dir.join(DB_REL)) {
+        Ok(m) if m.len() == meta.db_size_bytes => {}
+        Ok(_) => errors.push(format!("manifest_mismatch:{DB_REL}")),
+        Err(_) => errors.push("db_snapshot_missing".into()),
+    }
+    if meta.has_registry() && !dir.join(REGISTRY_REL).is_file() {
+        errors.push("registry_snapshot_missing".into());
+    }
+    if meta.has_chroma() && !dir.join(CHROMA_REL).is_dir() {
+        errors.push("chroma_snapshot_missing".into());
+    }
+    (Some(meta), errors)
+}
