@@ -1,0 +1,116 @@
+//! The state directory and the files in it, plus atomic file writes.
+//!
+//! ```text
+//! <dir>/                      ATOCORE_CAPTURE_DIR, else $XDG_STATE_HOME/atocore-capture,
+//!                             else ~/.local/state/atocore-capture (created 0700)
+//!   outbox/<stamp>-<pid>-<key>.json   captures not yet delivered, oldest name first
+//!   dead/<name>.json (+ .reason)      captures the server refused for good (4xx)
+//!   ledger                            keys of recently captured prompts (dedup)
+//!   status.json                       last delivery, last error, totals
+//!   capture.log, capture.log.1        diagnostics
+//!   .state.lock, .deliver.lock        flock files
+//! ```
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+/// The state directory.
+#[derive(Debug, Clone)]
+pub struct StateDir {
+    root: PathBuf,
+}
+
+impl StateDir {
+    /// Opens the directory, creating it and its folders (mode 0700) when missing.
+    pub fn open(root: &Path) -> Result<StateDir> {
+        let dir = StateDir {
+            root: root.to_path_buf(),
+        };
+        for p in [dir.root.clone(), dir.outbox(), dir.dead()] {
+            if !p.is_dir() {
+                fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(&p)
+                    .map_err(|e| Error::io("cannot create state directory (set ATOCORE_CAPTURE_DIR to a writable folder)", &p, e))?;
+            }
+        }
+        Ok(dir)
+    }
+
+    /// Wraps a path without creating anything (for `status`).
+    pub fn at(root: &Path) -> StateDir {
+        StateDir {
+            root: root.to_path_buf(),
+        }
+    }
+
+    /// The directory itself.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+    /// Pending captures.
+    pub fn outbox(&self) -> PathBuf {
+        self.root.join("outbox")
+    }
+    /// Captures refused for good.
+    pub fn dead(&self) -> PathBuf {
+        self.root.join("dead")
+    }
+    /// Dedup ledger.
+    pub fn ledger(&self) -> PathBuf {
+        self.root.join("ledger")
+    }
+    /// Delivery status record.
+    pub fn status(&self) -> PathBuf {
+        self.root.join("status.json")
+    }
+    /// Guards the ledger and enqueueing.
+    pub fn state_lock(&self) -> PathBuf {
+        self.root.join(".state.lock")
+    }
+    /// Held while delivering the outbox.
+    pub fn deliver_lock(&self) -> PathBuf {
+        self.root.join(".deliver.lock")
+    }
+}
+
+/// Writes `bytes` to `path` atomically: a hidden temp file in the same folder, fsync,
+/// rename over `path`, fsync of the folder. Readers see the old file or the new one.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".tmp-{}-{}", std::process::id(), name));
+    let result = (|| {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(|e| Error::io("cannot create", &tmp, e))?;
+        f.write_all(bytes)
+            .and_then(|()| f.sync_all())
+            .map_err(|e| Error::io("cannot write", &tmp, e))?;
+        fs::rename(&tmp, path).map_err(|e| Error::io("cannot rename into place", path, e))?;
+        sync_dir(dir)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// fsyncs a directory so a rename or unlink in it is durable.
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io("cannot sync directory", dir, e))
+}
