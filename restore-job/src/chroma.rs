@@ -375,10 +375,17 @@ pub fn swap(live: &Path, new: &Path, aside: &Path, root: &RootAttrs) -> Result<(
         fs::rename(entry.path(), &to).map_err(Error::io("move aside", entry.path()))?;
     }
     sync_path(aside)?;
-    for entry in fs::read_dir(new).map_err(Error::io("list", new))? {
+    crate::restore::crash_point("chroma-moved-aside");
+    for (n, entry) in fs::read_dir(new)
+        .map_err(Error::io("list", new))?
+        .enumerate()
+    {
         let entry = entry.map_err(Error::io("list", new))?;
         let to = live.join(entry.file_name());
         fs::rename(entry.path(), &to).map_err(Error::io("move into place", &to))?;
+        if n == 0 {
+            crate::restore::crash_point("chroma-half-in");
+        }
     }
     fs::set_permissions(live, fs::Permissions::from_mode(root.mode))
         .map_err(Error::io("set mode of", live))?;

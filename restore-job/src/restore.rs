@@ -331,6 +331,22 @@ pub(crate) fn finish(paths: &Paths, mut j: Journal) -> Result<RestoreReport> {
     execute(paths, j, &meta)
 }
 
+/// Test hook: when `ATOCORE_RESTORE_JOB_CRASH_AT` names this point, the process kills
+/// itself with SIGKILL here, so tests can crash a restore at exact moments. Unset in
+/// production, it costs one environment lookup per point.
+pub(crate) fn crash_point(name: &str) {
+    if std::env::var("ATOCORE_RESTORE_JOB_CRASH_AT").is_ok_and(|v| v == name) {
+        tracing::warn!(
+            point = name,
+            "crash point reached: killing this process (test hook)"
+        );
+        // SAFETY: kill(2) on our own pid has no memory-safety preconditions.
+        unsafe {
+            libc::kill(libc::getpid(), libc::SIGKILL);
+        }
+    }
+}
+
 fn restore_tmp(dest: &Path) -> PathBuf {
     let name = dest
         .file_name()
@@ -355,6 +371,7 @@ fn execute(paths: &Paths, mut j: Journal, meta: &Metadata) -> Result<RestoreRepo
     // --- stage ---
     j.phase = Phase::Staging;
     write_journal(paths, &j)?;
+    crash_point("after-journal");
     let db_tmp = restore_tmp(&paths.db);
     let reg_tmp = restore_tmp(&paths.registry);
     let staging = paths.chroma.join(chroma::STAGING_DIR);
@@ -386,11 +403,14 @@ fn execute(paths: &Paths, mut j: Journal, meta: &Metadata) -> Result<RestoreRepo
     j.phase = Phase::Swapping;
     j.swapped = true;
     write_journal(paths, &j)?;
+    crash_point("before-swap");
     for f in db::sidecar_files(&paths.db) {
         remove_if_exists(&f)?;
     }
     durable::sync_parent(&paths.db)?;
+    crash_point("after-wal-removed");
     swap_file(&db_tmp, &paths.db)?;
+    crash_point("after-db-swap");
     if j.registry {
         swap_file(&reg_tmp, &paths.registry)?;
     }
@@ -402,6 +422,7 @@ fn execute(paths: &Paths, mut j: Journal, meta: &Metadata) -> Result<RestoreRepo
     // --- verify ---
     j.phase = Phase::Verifying;
     write_journal(paths, &j)?;
+    crash_point("before-verify");
     let (problems, facts) = db::check_file(&paths.db);
     let mut integrity_ok = problems.is_empty();
     if let (Some(f), Some(want)) = (&facts, &meta.row_counts) {
@@ -427,6 +448,7 @@ fn execute(paths: &Paths, mut j: Journal, meta: &Metadata) -> Result<RestoreRepo
     }
 
     // --- clean up ---
+    crash_point("before-cleanup");
     if integrity_ok && staging.exists() {
         fs::remove_dir_all(&staging).map_err(Error::io("remove staging", &staging))?;
         durable::sync_path(&paths.chroma)?;
@@ -471,6 +493,7 @@ fn stage_all(
         hashes.and_then(|h| h.get(DB_REL)),
         meta.db_file,
     )?;
+    crash_point("mid-stage");
     if j.registry {
         stage_file(
             &snap.join(REGISTRY_REL),

@@ -77,7 +77,7 @@ pub fn validate_dir(dir: &Path, stamp: &str) -> ValidationReport {
     };
 
     // Hash against the manifest on one thread while SQLite checks the db on this one.
-    let (hash_errors, db_check) = std::thread::scope(|s| {
+    let ((hash_errors, hash_warnings), db_check) = std::thread::scope(|s| {
         let hasher = s.spawn(|| {
             manifest
                 .as_ref()
@@ -88,7 +88,7 @@ pub fn validate_dir(dir: &Path, stamp: &str) -> ValidationReport {
         (
             hasher
                 .join()
-                .unwrap_or_else(|_| vec!["manifest_check_crashed".into()]),
+                .unwrap_or_else(|_| (vec!["manifest_check_crashed".into()], Vec::new())),
             db_check,
         )
     });
@@ -154,14 +154,17 @@ pub fn validate_dir(dir: &Path, stamp: &str) -> ValidationReport {
         }
     }
     errors.extend(hash_errors);
+    warnings.extend(hash_warnings);
+    warnings.dedup();
     errors.sort();
     errors.dedup();
     report(errors, warnings)
 }
 
 /// Every listed file must exist with its hash; every file present must be listed.
-fn check_manifest(dir: &Path, m: &manifest::Manifest) -> Vec<String> {
+fn check_manifest(dir: &Path, m: &manifest::Manifest) -> (Vec<String>, Vec<String>) {
     let mut errors = Vec::new();
+    let mut warnings = Vec::new();
     for (rel, want) in m {
         let Ok(path) = chroma::safe_join(dir, rel) else {
             errors.push(format!("manifest_mismatch:{rel}"));
@@ -175,11 +178,29 @@ fn check_manifest(dir: &Path, m: &manifest::Manifest) -> Vec<String> {
     }
     let listed: BTreeSet<&str> = m.keys().map(String::as_str).collect();
     for rel in files_below(dir) {
-        if rel != MANIFEST_FILE && rel != METADATA_FILE && !listed.contains(rel.as_str()) {
-            errors.push(format!("manifest_unexpected_file:{rel}"));
+        if rel == MANIFEST_FILE || rel == METADATA_FILE || listed.contains(rel.as_str()) {
+            continue;
         }
+        if is_inspection_leftover(dir, &rel) {
+            warnings.push("db_sidecar_files_present".to_string());
+            continue;
+        }
+        errors.push(format!("manifest_unexpected_file:{rel}"));
     }
-    errors
+    (errors, warnings)
+}
+
+/// Opening a snapshot's database with a plain `sqlite3` leaves a `-shm` and an empty
+/// `-wal` beside it without changing it: worth a warning, not a failure. A `-wal` with
+/// frames in it is a change, and stays an error.
+fn is_inspection_leftover(dir: &Path, rel: &str) -> bool {
+    let shm = format!("{DB_REL}-shm");
+    let wal = format!("{DB_REL}-wal");
+    rel == shm
+        || (rel == wal
+            && fs::metadata(dir.join(rel))
+                .map(|m| m.len() == 0)
+                .unwrap_or(false))
 }
 
 /// Relative paths of the regular files below `dir`.

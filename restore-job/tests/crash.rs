@@ -1,0 +1,184 @@
+//! kill -9 during a restore, then the same restore (or `init`) again: the live state
+//! must end up exactly the snapshot's.
+
+use std::time::Duration;
+
+use crate::util::*;
+
+const POINTS: &[&str] = &[
+    "after-journal",
+    "mid-stage",
+    "before-swap",
+    "after-wal-removed",
+    "after-db-swap",
+    "chroma-moved-aside",
+    "chroma-half-in",
+    "before-verify",
+    "before-cleanup",
+];
+
+/// A fresh install with a chroma snapshot taken and the live state mutated since.
+fn prepared() -> (Install, String, Tree, i64) {
+    let i = Install::new();
+    let m = i.backup(&["--include-chroma"]);
+    let snap_chroma = tree(&i.paths.chroma);
+    i.add_memories(9, "after-snapshot");
+    std::fs::write(i.paths.chroma.join("added.bin"), b"added").unwrap();
+    let seg = std::fs::read_dir(&i.paths.chroma)
+        .unwrap()
+        .flatten()
+        .find(|e| e.path().is_dir())
+        .unwrap()
+        .path();
+    std::fs::remove_file(seg.join("data_level3.bin")).unwrap();
+    (
+        i,
+        m["stamp"].as_str().unwrap().to_string(),
+        snap_chroma,
+        200,
+    )
+}
+
+fn assert_snapshot_state(i: &Install, snap_chroma: &Tree, rows: i64, ctx: &str) {
+    assert_eq!(i.count_rows("memories"), rows, "{ctx}: database");
+    assert_eq!(&tree(&i.paths.chroma), snap_chroma, "{ctx}: chroma");
+    assert!(
+        !i.paths.restore_dir().join("journal.json").exists(),
+        "{ctx}: journal left"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(i.paths.db.parent().unwrap())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains("restore-tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{ctx}: {leftovers:?}");
+    let hidden: Vec<_> = std::fs::read_dir(i.paths.snapshots_dir())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
+        .collect();
+    assert!(hidden.is_empty(), "{ctx}: {hidden:?}");
+}
+
+#[test]
+fn kill_9_at_each_point_then_rerun_ends_in_the_snapshot_state() {
+    for point in POINTS {
+        let (i, stamp, snap_chroma, rows) = prepared();
+        let r = i.run_env(
+            &["restore", &stamp, "--confirm-service-stopped"],
+            &[("ATOCORE_RESTORE_JOB_CRASH_AT", point)],
+        );
+        assert_eq!(
+            r.code, -1,
+            "{point}: the process was not killed: {}",
+            r.stderr
+        );
+        assert!(
+            i.paths.restore_dir().join("journal.json").exists(),
+            "{point}: no journal after the crash"
+        );
+        // Every published snapshot is still valid, and none is half made.
+        for s in i.stamps() {
+            let v = i.run(&["validate", &s]);
+            assert_eq!(
+                v.json["valid"], true,
+                "{point}: snapshot {s} invalid after crash: {}",
+                v.stdout
+            );
+        }
+        let again = i.run(&["restore", &stamp, "--confirm-service-stopped"]);
+        assert_eq!(
+            again.code, 0,
+            "{point}: rerun failed: {}\n{}",
+            again.stdout, again.stderr
+        );
+        assert_eq!(
+            again.json["recovered_interrupted_restore"],
+            stamp.as_str(),
+            "{point}"
+        );
+        assert!(
+            again.json["pre_restore_snapshot"].is_string(),
+            "{point}: the rerun lost the pre-restore stamp"
+        );
+        assert_snapshot_state(&i, &snap_chroma, rows, point);
+    }
+}
+
+#[test]
+fn a_crash_is_finished_by_the_next_init() {
+    for point in ["mid-stage", "after-db-swap", "chroma-half-in"] {
+        let (i, stamp, snap_chroma, rows) = prepared();
+        let r = i.run_env(
+            &["restore", &stamp, "--confirm-service-stopped"],
+            &[("ATOCORE_RESTORE_JOB_CRASH_AT", point)],
+        );
+        assert_eq!(r.code, -1, "{point}");
+        let init = i.run(&["init"]);
+        assert_eq!(init.code, 0, "{point}: {}\n{}", init.stdout, init.stderr);
+        assert_eq!(init.json["recovered"]["stamp"], stamp.as_str());
+        assert_snapshot_state(&i, &snap_chroma, rows, point);
+    }
+}
+
+#[test]
+fn kill_9_at_random_moments_then_rerun() {
+    let (i, stamp, snap_chroma, rows) = prepared();
+    for delay_ms in [5u64, 15, 30, 60, 120] {
+        let mut child = std::process::Command::new(BIN)
+            .arg("--storage-root")
+            .arg(i.root())
+            .args(["restore", &stamp, "--confirm-service-stopped"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        let _ = child.kill();
+        child.wait().unwrap();
+    }
+    let again = i.run(&["restore", &stamp, "--confirm-service-stopped"]);
+    assert_eq!(again.code, 0, "{}\n{}", again.stdout, again.stderr);
+    assert_snapshot_state(&i, &snap_chroma, rows, "random kills");
+}
+
+#[test]
+fn init_without_a_request_does_nothing_and_with_one_performs_it() {
+    let i = Install::new();
+    let m = i.backup(&["--include-chroma"]);
+    let stamp = m["stamp"].as_str().unwrap();
+    let before = storage_tree(i.root());
+    let r = i.run(&["init"]);
+    assert_eq!(r.code, 0);
+    assert!(
+        r.json["request"].is_null() && r.json["result"].is_null(),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(storage_tree(i.root()), before);
+
+    i.add_memories(4, "before-init");
+    let req = serde_json::json!({"request_id": "req-1", "stamp": stamp, "include_chroma": null, "pre_snapshot": true});
+    std::fs::create_dir_all(i.paths.restore_dir()).unwrap();
+    std::fs::write(i.paths.restore_dir().join("request.json"), req.to_string()).unwrap();
+    let r = i.run(&["init"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(i.count_rows("memories"), 200);
+    assert!(!i.paths.restore_dir().join("request.json").exists());
+    let result: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(i.paths.restore_dir().join("result.json")).unwrap())
+            .unwrap();
+    assert_eq!(result["request_id"], "req-1");
+    assert_eq!(result["ok"], true);
+    assert_eq!(result["restored_integrity_ok"], true);
+    assert_eq!(result["chroma_restored"], true);
+    assert!(result["pre_restore_snapshot"].is_string());
+
+    // A request for a snapshot that does not exist: result says so, exit 2, request gone.
+    let req = serde_json::json!({"request_id": "req-2", "stamp": "20200101T000000Z"});
+    std::fs::write(i.paths.restore_dir().join("request.json"), req.to_string()).unwrap();
+    let r = i.run(&["init"]);
+    assert_eq!(r.code, 2, "{}", r.stdout);
+    assert_eq!(r.json["result"]["error"]["error"], "unknown_stamp");
+    assert!(!i.paths.restore_dir().join("request.json").exists());
+}
