@@ -77,7 +77,7 @@ pub enum Command {
     /// Create the storage folders (db, chroma, config, backups) and optionally hand the
     /// database and chroma folders to a numeric `UID:GID` (demo helper; run as root).
     PrepareStorage {
-        /// Numeric owner `UID:GID` for the database and chroma folders (recursive).
+        /// Numeric owner `UID:GID` for the database and chroma folders (not their contents).
         #[arg(long)]
         owner: Option<String>,
     },

@@ -1,6 +1,9 @@
 //! `atocore-standin prepare-storage`: creates the storage layout of the contract
 //! (section 0) and hands the stand-in's folders to its numeric user, so the image can run
 //! as non-root on fresh bind mounts (Docker creates missing bind sources as root).
+//!
+//! Only the two folders themselves are chowned, never their contents: files keep the
+//! owner they have, so a restore that put back the wrong owner is not papered over.
 
 use std::path::{Path, PathBuf};
 
@@ -8,7 +11,7 @@ use crate::config::Config;
 use crate::error::StandinError;
 
 /// Creates the database, chroma, registry and backup folders; with `owner`, chowns the
-/// database and chroma folders (recursively) to it. Returns the folders created or found.
+/// database and chroma folders (not their contents) to it. Returns the folders.
 pub fn prepare(config: &Config, owner: Option<(u32, u32)>) -> Result<Vec<PathBuf>, StandinError> {
     let db_dir = config
         .db_path
@@ -31,24 +34,9 @@ pub fn prepare(config: &Config, owner: Option<(u32, u32)>) -> Result<Vec<PathBuf
     }
     if let Some((uid, gid)) = owner {
         for dir in [&db_dir, &config.chroma_path] {
-            chown_tree(dir, uid, gid)?;
+            std::os::unix::fs::chown(dir, Some(uid), Some(gid))
+                .map_err(|e| StandinError::io("cannot chown", dir, e))?;
         }
     }
     Ok(dirs)
-}
-
-fn chown_tree(path: &Path, uid: u32, gid: u32) -> Result<(), StandinError> {
-    std::os::unix::fs::lchown(path, Some(uid), Some(gid))
-        .map_err(|e| StandinError::io("cannot chown", path, e))?;
-    let meta =
-        std::fs::symlink_metadata(path).map_err(|e| StandinError::io("cannot inspect", path, e))?;
-    if meta.is_dir() {
-        let entries =
-            std::fs::read_dir(path).map_err(|e| StandinError::io("cannot list", path, e))?;
-        for entry in entries {
-            let entry = entry.map_err(|e| StandinError::io("cannot list", path, e))?;
-            chown_tree(&entry.path(), uid, gid)?;
-        }
-    }
-    Ok(())
 }
