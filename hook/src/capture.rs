@@ -149,7 +149,11 @@ fn capture(
     };
     let mut scan = transcript::find_last_turn(path, limits)?;
     let mut tries = 0;
-    while want_reply && !scan.settled && tries < SETTLE_TRIES {
+    while want_reply
+        && !scan.settled
+        && matches!(scan.found, Found::Turn(_))
+        && tries < SETTLE_TRIES
+    {
         if Instant::now() + SETTLE_PAUSE * 2 > scan_deadline {
             break;
         }
