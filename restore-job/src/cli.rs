@@ -205,6 +205,7 @@ fn dispatch(paths: &Paths, command: Command) -> Result<(Value, u8)> {
                         ChromaChoice::Auto
                     },
                     dry_run,
+                    prevalidated: false,
                 },
             )?;
             let code = if r.dry_run || r.restored_integrity_ok {

@@ -32,6 +32,10 @@ pub struct RestoreRequest {
     /// Take a pre-restore snapshot first (default true).
     #[serde(default = "yes")]
     pub pre_snapshot: bool,
+    /// The writer fully validated the snapshot just before (see
+    /// [`RestoreOptions::prevalidated`]); default false.
+    #[serde(default)]
+    pub prevalidated: bool,
     #[serde(default)]
     pub requested_at: Option<String>,
     #[serde(default)]
@@ -147,6 +151,7 @@ pub fn init(paths: &Paths) -> Result<InitReport> {
             pre_snapshot: req.pre_snapshot,
             chroma: ChromaChoice::from_option(req.include_chroma),
             dry_run: false,
+            prevalidated: req.prevalidated,
         },
     );
     let now = Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true);

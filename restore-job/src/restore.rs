@@ -70,6 +70,11 @@ pub struct RestoreOptions {
     pub pre_snapshot: bool,
     pub chroma: ChromaChoice,
     pub dry_run: bool,
+    /// The caller fully validated this snapshot moments ago (the sidecar does, before
+    /// it stops atocore): only the structural check runs here. Staging still checks
+    /// every file against the manifest, so the bytes restored are the bytes validated.
+    /// Ignored for snapshots without a manifest.
+    pub prevalidated: bool,
 }
 
 /// What a dry run would do.
@@ -195,7 +200,18 @@ pub fn restore(paths: &Paths, opts: &RestoreOptions) -> Result<RestoreReport> {
         }
     }
 
-    let report = validate::validate(paths, &stamp)?;
+    let snap_dir = paths.snapshot_dir(&stamp);
+    let report = if opts.prevalidated && snap_dir.join(manifest::MANIFEST_FILE).is_file() {
+        let (_, errors) = validate::quick(&snap_dir);
+        validate::ValidationReport {
+            stamp: stamp.to_string(),
+            valid: errors.is_empty(),
+            errors,
+            warnings: vec!["prevalidated_by_caller".into()],
+        }
+    } else {
+        validate::validate(paths, &stamp)?
+    };
     let Some(meta) = meta.filter(|_| report.valid) else {
         return Err(Error::InvalidSnapshot {
             stamp: stamp.to_string(),
@@ -507,7 +523,16 @@ fn stage_all(
         return Ok(None);
     }
     let snap_chroma = snap.join(CHROMA_REL);
-    let index = match durable::read_json::<Index>(&snap.join(chroma::INDEX_FILE))? {
+    let index_path = snap.join(chroma::INDEX_FILE);
+    if let Some(want) = hashes.and_then(|h| h.get(chroma::INDEX_FILE))
+        && &durable::sha256_file(&index_path)? != want
+    {
+        return Err(Error::Usage(format!(
+            "{} does not match its manifest hash: the snapshot was damaged after validation; pick another snapshot",
+            index_path.display()
+        )));
+    }
+    let index = match durable::read_json::<Index>(&index_path)? {
         Some(i) => i,
         // A legacy snapshot has no index: its tree is the index (no hashes to check).
         None => chroma::scan(&snap_chroma)?,

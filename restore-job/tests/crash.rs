@@ -182,3 +182,40 @@ fn init_without_a_request_does_nothing_and_with_one_performs_it() {
     assert_eq!(r.json["result"]["error"]["error"], "unknown_stamp");
     assert!(!i.paths.restore_dir().join("request.json").exists());
 }
+
+#[test]
+fn a_prevalidated_request_still_refuses_bytes_damaged_after_validation() {
+    let i = Install::with_rows(2000);
+    let m = i.backup(&["--include-chroma"]);
+    let stamp = m["stamp"].as_str().unwrap();
+    i.add_memories(3, "live");
+    // Damage the snapshot after it was validated: the quick check cannot see it.
+    let db = i.snapshot_dir(stamp).join("db/atocore.db");
+    let mut bytes = std::fs::read(&db).unwrap();
+    bytes[30 * 4096 + 100] ^= 0xff;
+    std::fs::write(&db, bytes).unwrap();
+    let live_before = (tree(&i.paths.chroma), i.count_rows("memories"));
+    let req = serde_json::json!({"request_id": "pv", "stamp": stamp, "prevalidated": true});
+    std::fs::create_dir_all(i.paths.restore_dir()).unwrap();
+    std::fs::write(i.paths.restore_dir().join("request.json"), req.to_string()).unwrap();
+    let r = i.run(&["init"]);
+    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(r.json["result"]["ok"], false);
+    assert!(
+        r.json["result"]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("does not match its manifest hash"),
+        "{}",
+        r.stdout
+    );
+    // Nothing live changed, no journal or staging is left, and the pre-restore
+    // snapshot that was taken is named in the result for the operator.
+    assert_eq!(
+        (tree(&i.paths.chroma), i.count_rows("memories")),
+        live_before
+    );
+    assert!(!i.paths.restore_dir().join("journal.json").exists());
+    assert!(!i.paths.chroma.join(".atocore-restore").exists());
+    assert!(r.json["result"]["pre_restore_snapshot"].is_string());
+}
