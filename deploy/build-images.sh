@@ -85,11 +85,15 @@ for image in "${images[@]}"; do
   mkdir -p "$ctx"
   cp "$bin" "$ctx/$image"
   cp "deploy/$image.Dockerfile" "$ctx/Dockerfile"
-  "$docker" build --quiet \
-    --build-arg "REVISION=$revision" \
-    --build-arg "VERSION=$version" \
-    --tag "$image:$tag" \
-    "$ctx" >/dev/null
+  if ! log="$("$docker" build \
+      --build-arg "REVISION=$revision" \
+      --build-arg "VERSION=$version" \
+      --tag "$image:$tag" \
+      "$ctx" 2>&1)"; then
+    echo "build-images: docker build of $image:$tag failed:" >&2
+    echo "$log" >&2
+    exit 1
+  fi
   id="$("$docker" image inspect --format '{{.Id}}' "$image:$tag")"
   size="$("$docker" image inspect --format '{{.Size}}' "$image:$tag")"
   summary+=("$(printf '%-32s %s  %6s KiB  %s %s' "$image:$tag" "${id#sha256:}" "$((size / 1024))" "$profile" "$revision")")

@@ -14,10 +14,11 @@
 //! ```no_run
 //! use atocore_e2e::{docker, images, stack::Stack};
 //! if let Some(engine) = docker::engine_or_skip("demo") {
-//!     images::ensure(&engine);
-//!     let stack = Stack::new(&engine);
-//!     stack.up();
-//!     stack.wait_healthy();
+//!     let images = images::ensure(&engine);
+//!     let stack = Stack::new(&engine, &images); // torn down on drop
+//!     stack.up(&[]);
+//!     let health = stack.wait_healthy();
+//!     assert_eq!(health["service"], "atocore-standin");
 //! }
 //! ```
 
