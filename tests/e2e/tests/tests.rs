@@ -314,3 +314,81 @@ fn manual_restore_route_reverts_a_mutation() {
         (contents(&stack, "manual") == ["kept", "after restore"]).then_some(())
     });
 }
+
+/// The init job on `up`: a pending restore request (as a sidecar that died mid-restore
+/// leaves it) is performed before atocore starts; a request that fails keeps atocore
+/// down (`service_completed_successfully`) and the next `up` starts it unchanged.
+#[test]
+fn init_job_performs_a_pending_request_before_atocore_starts() {
+    let Some(engine) =
+        docker::engine_or_skip("init_job_performs_a_pending_request_before_atocore_starts")
+    else {
+        return;
+    };
+    let images = images::ensure(&engine);
+    let stack = Stack::new(&engine, &images);
+    stack.up(&[]);
+    stack.wait_healthy();
+    assert_eq!(
+        http::post(&stack.url("/memory"), &memory("kept", "init"))
+            .unwrap()
+            .0,
+        201
+    );
+    let backup = stack.restore_job(false, &["backup"]);
+    assert_eq!(backup.code, 0, "backup: {backup:?}");
+    let stamp = backup.json["stamp"].as_str().unwrap().to_owned();
+    assert_eq!(
+        http::post(&stack.url("/memory"), &memory("MUTATION", "init"))
+            .unwrap()
+            .0,
+        201
+    );
+    stack.compose_ok(&[], &["stop", "atocore"]);
+
+    let restore_dir = stack.root.join("backups/restore");
+    std::fs::create_dir_all(&restore_dir).unwrap();
+    let request = |id: &str, stamp: &str| {
+        let body = json!({"request_id": id, "stamp": stamp, "include_chroma": null, "pre_snapshot": true,
+                          "requested_at": "2026-01-01T00:00:00Z"});
+        std::fs::write(restore_dir.join("request.json"), body.to_string()).unwrap();
+    };
+    let result = || -> Value {
+        serde_json::from_slice(&std::fs::read(restore_dir.join("result.json")).unwrap()).unwrap()
+    };
+
+    // A request that cannot be performed: the init job fails, `up` fails, atocore stays down.
+    request("e2e-bad", "20000101T000000Z");
+    let up = stack.compose(&[], &["up", "-d"]);
+    assert!(
+        !up.status.success(),
+        "up must fail when the init job fails: {}",
+        docker::describe(&up)
+    );
+    let init = container_state(&stack.restore_container).unwrap();
+    assert_ne!(init.exit_code, 0, "{init:?}");
+    assert_eq!(
+        container_state(&stack.atocore_container).unwrap().status,
+        "exited"
+    );
+    assert_eq!(result()["request_id"], "e2e-bad");
+    assert_eq!(result()["ok"], false);
+    assert!(
+        !restore_dir.join("request.json").exists(),
+        "a failed request is consumed"
+    );
+
+    // A good request: performed on `up`, then atocore starts on the restored data.
+    request("e2e-good", &stamp);
+    stack.up(&[]);
+    assert_eq!(
+        container_state(&stack.restore_container).unwrap().exit_code,
+        0
+    );
+    assert_eq!(result()["request_id"], "e2e-good");
+    assert_eq!(result()["ok"], true);
+    assert_eq!(result()["restored_integrity_ok"], true);
+    assert!(!restore_dir.join("request.json").exists());
+    stack.wait_healthy();
+    assert_eq!(contents(&stack, "init"), ["kept"]);
+}
