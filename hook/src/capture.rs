@@ -101,6 +101,11 @@ pub fn run_hook(raw: &RawSettings, stdin: impl Read, started: Instant) -> Option
             config.timeout,
             &log,
         );
+        if let Some(Outcome::Captured(name)) = &outcome
+            && let Err(e) = outbox::make_durable(state, name)
+        {
+            log.error(&format!("{e}; the capture may not survive an OS crash"));
+        }
         if report.pending > 0 && !report.busy {
             log.warn(&format!(
                 "{} capture(s) wait in {} for the next run (`atocore-capture flush` sends them now)",

@@ -20,7 +20,7 @@ use crate::client::{self, Delivery};
 use crate::error::{Error, Result};
 use crate::lock::FileLock;
 use crate::log::Log;
-use crate::state_dir::{StateDir, sync_dir, write_atomic};
+use crate::state_dir::{StateDir, sync_dir, sync_file, write_atomic, write_atomic_nosync};
 
 /// The body POSTed to `/interactions` (CONTRACT.md section 5).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,14 +42,26 @@ pub struct Interaction {
 /// A request is not started with less time than this left.
 pub const MIN_REQUEST_TIME: Duration = Duration::from_millis(25);
 
-/// Writes a capture to the outbox; returns its file name.
+/// Writes a capture to the outbox atomically; returns its file name. Not fsynced: the hook
+/// tries to deliver it at once and calls [`make_durable`] when it is still there at the end.
 pub fn enqueue(dir: &StateDir, body: &Interaction, key: &str) -> Result<String> {
     let micros = chrono::Utc::now().timestamp_micros().max(0);
     let short: String = key.chars().take(16).collect();
     let name = format!("{micros:020}-{:07}-{short}.json", std::process::id());
     let bytes = serde_json::to_vec(body).unwrap_or_default();
-    write_atomic(&dir.outbox().join(&name), &bytes)?;
+    write_atomic_nosync(&dir.outbox().join(&name), &bytes)?;
     Ok(name)
+}
+
+/// fsyncs an outbox file (and the folder) if it is still waiting. Returns whether it was.
+pub fn make_durable(dir: &StateDir, name: &str) -> Result<bool> {
+    let path = dir.outbox().join(name);
+    match sync_file(&path) {
+        Ok(()) => Ok(true),
+        // Delivered meanwhile (by this run or another hook).
+        Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 /// Pending captures, oldest first.
@@ -123,8 +135,9 @@ impl StatusRecord {
     }
 
     fn save(&self, dir: &StateDir) -> Result<()> {
+        // A lost update after an OS crash only makes `status` older: no fsync.
         let bytes = serde_json::to_vec_pretty(self).unwrap_or_default();
-        write_atomic(&dir.status(), &bytes)
+        write_atomic_nosync(&dir.status(), &bytes)
     }
 }
 
@@ -225,7 +238,6 @@ pub fn deliver(
                         report.error = Some(err.to_string());
                         break 'rounds;
                     }
-                    let _ = sync_dir(&dir.outbox());
                     report.delivered += 1;
                     progressed = true;
                     status.delivered_total += 1;

@@ -79,9 +79,28 @@ impl StateDir {
     }
 }
 
-/// Writes `bytes` to `path` atomically: a hidden temp file in the same folder, fsync,
-/// rename over `path`, fsync of the folder. Readers see the old file or the new one.
+/// Writes `bytes` to `path` atomically and durably: a hidden temp file in the same folder,
+/// fsync, rename over `path`, fsync of the folder. Readers see the old file or the new one.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomic_with(path, bytes, true)
+}
+
+/// Like [`write_atomic`] without the fsyncs: atomic for readers and across a killed process
+/// (the page cache survives it), not across an OS crash. For files that can be rebuilt or
+/// are fsynced later ([`sync_file`]).
+pub fn write_atomic_nosync(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomic_with(path, bytes, false)
+}
+
+/// fsyncs a file and its folder.
+pub fn sync_file(path: &Path) -> Result<()> {
+    File::open(path)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| Error::io("cannot sync", path, e))?;
+    sync_dir(path.parent().unwrap_or(Path::new(".")))
+}
+
+fn write_atomic_with(path: &Path, bytes: &[u8], durable: bool) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path
         .file_name()
@@ -97,10 +116,10 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
             .open(&tmp)
             .map_err(|e| Error::io("cannot create", &tmp, e))?;
         f.write_all(bytes)
-            .and_then(|()| f.sync_all())
+            .and_then(|()| if durable { f.sync_all() } else { Ok(()) })
             .map_err(|e| Error::io("cannot write", &tmp, e))?;
         fs::rename(&tmp, path).map_err(|e| Error::io("cannot rename into place", path, e))?;
-        sync_dir(dir)
+        if durable { sync_dir(dir) } else { Ok(()) }
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
