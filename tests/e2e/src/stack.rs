@@ -54,6 +54,8 @@ pub fn free_port() -> u16 {
 impl Stack {
     /// A new project (nothing started yet) with unique names, ports and storage root.
     pub fn new(engine: &Engine, images: &Images) -> Self {
+        static SWEPT: std::sync::Once = std::sync::Once::new();
+        SWEPT.call_once(sweep_stale);
         let n = NEXT.fetch_add(1, Ordering::SeqCst);
         let project = format!("atoe2e-{}-{n}", std::process::id());
         let dir = tempfile::Builder::new()
@@ -251,6 +253,49 @@ impl Stack {
         if docker::inspect(&network).is_some() {
             docker::docker(&["network", "rm", &network]);
         }
+    }
+}
+
+/// Removes what earlier test runs left when they were killed before their guards ran:
+/// containers and networks of `atoe2e-<pid>-<n>` projects whose process is gone.
+pub fn sweep_stale() {
+    let out = docker::docker(&[
+        "ps",
+        "-a",
+        "--filter",
+        "label=com.docker.compose.project",
+        "--format",
+        "{{.ID}} {{.Label \"com.docker.compose.project\"}}",
+    ]);
+    let dead = |project: &str| -> bool {
+        let Some(rest) = project.strip_prefix("atoe2e-") else {
+            return false;
+        };
+        let pid = rest.split('-').next().unwrap_or_default();
+        !pid.is_empty()
+            && pid != std::process::id().to_string()
+            && !Path::new("/proc").join(pid).exists()
+    };
+    let mut projects = std::collections::BTreeSet::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        if let Some((id, project)) = line.split_once(' ')
+            && dead(project)
+        {
+            docker::docker(&["rm", "-f", "-v", id]);
+            projects.insert(project.to_owned());
+        }
+    }
+    let networks = docker::docker(&["network", "ls", "--format", "{{.Name}}"]);
+    for name in String::from_utf8_lossy(&networks.stdout).lines() {
+        if let Some(project) = name.strip_suffix("_default")
+            && dead(project)
+        {
+            docker::docker(&["network", "rm", name]);
+            projects.insert(project.to_owned());
+        }
+    }
+    if !projects.is_empty() {
+        eprintln!("e2e: removed leftovers of killed test runs: {projects:?}");
     }
 }
 
