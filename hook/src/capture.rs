@@ -52,7 +52,11 @@ pub enum Outcome {
 }
 
 /// Runs the hook. Never fails: problems are logged.
-pub fn run_hook(raw: &RawSettings, stdin: impl Read, started: Instant) -> Option<Outcome> {
+pub fn run_hook(
+    raw: &RawSettings,
+    stdin: impl Read + Send + 'static,
+    started: Instant,
+) -> Option<Outcome> {
     let (config, warnings) = match Config::resolve(raw, Strictness::Lenient) {
         Ok(c) => c,
         Err(e) => {
@@ -117,15 +121,30 @@ pub fn run_hook(raw: &RawSettings, stdin: impl Read, started: Instant) -> Option
     outcome
 }
 
+/// Reads the hook input on a helper thread, so that a stdin that is never closed cannot
+/// hold the hook past a third of its budget.
+fn read_input(stdin: impl Read + Send + 'static, until: Instant) -> Result<HookInput> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(HookInput::read(stdin, MAX_STDIN_BYTES));
+    });
+    match rx.recv_timeout(until.saturating_duration_since(Instant::now())) {
+        Ok(result) => result,
+        Err(_) => Err(Error::BadInput(
+            "stdin was not closed in time (is this run by Claude Code?)".into(),
+        )),
+    }
+}
+
 fn capture(
     config: &Config,
-    stdin: impl Read,
+    stdin: impl Read + Send + 'static,
     started: Instant,
     deadline: Instant,
     state: Option<&StateDir>,
     log: &Log,
 ) -> Result<Outcome> {
-    let input = HookInput::read(stdin, MAX_STDIN_BYTES)?;
+    let input = read_input(stdin, started + config.timeout / 3)?;
     if let Some(event) = input.hook_event_name.as_deref()
         && event != "Stop"
     {

@@ -120,10 +120,7 @@ pub fn install(opts: &InstallOptions) -> Result<(InstallReport, Json)> {
     let mut found = 0;
     let mut changed = false;
     for group in groups.iter_mut() {
-        let Some(Json::Array(list)) = group
-            .entry("hooks", Json::Array(Vec::new()))
-            .map(|h| &mut *h)
-        else {
+        let Some(Json::Array(list)) = group.get_mut("hooks") else {
             continue;
         };
         for hook in list.iter_mut() {
@@ -138,12 +135,6 @@ pub fn install(opts: &InstallOptions) -> Result<(InstallReport, Json)> {
                     changed = true;
                 }
             }
-        }
-    }
-    // `entry` above may have added an empty "hooks" to malformed groups: undo that.
-    for group in groups.iter_mut() {
-        if let Json::Object(fields) = group {
-            fields.retain(|(k, v)| !(k == "hooks" && *v == Json::Array(Vec::new())));
         }
     }
     let action = if found == 0 {

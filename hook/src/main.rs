@@ -65,7 +65,7 @@ fn hook_mode(args: &[OsString], started: Instant) -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let _ = std::panic::catch_unwind(AssertUnwindSafe(|| {
-        capture::run_hook(&raw, std::io::stdin().lock(), started)
+        capture::run_hook(&raw, std::io::stdin(), started)
     }));
     ExitCode::SUCCESS
 }

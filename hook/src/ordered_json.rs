@@ -34,6 +34,14 @@ impl Json {
         }
     }
 
+    /// The value of `key` in an object, mutable.
+    pub fn get_mut(&mut self, key: &str) -> Option<&mut Json> {
+        match self {
+            Json::Object(fields) => fields.iter_mut().find(|(k, _)| k == key).map(|(_, v)| v),
+            _ => None,
+        }
+    }
+
     /// The value of `key` in an object, inserting `default` at the end when missing.
     /// `None` when `self` is not an object.
     pub fn entry(&mut self, key: &str, default: Json) -> Option<&mut Json> {

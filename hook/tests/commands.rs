@@ -210,3 +210,19 @@ fn people_commands_refuse_bad_settings_and_help_works() {
     let out = env.command().args(["flush", "--bogus"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn install_leaves_unusual_entries_alone() {
+    let env = Env::new("http://127.0.0.1:9");
+    let settings = env.path("settings.json");
+    let original = r#"{"hooks":{"Stop":[{"matcher":"","hooks":[]},"odd",{"hooks":[{"type":"command","command":"other"}]}]},"x":[1.5,null]}"#;
+    std::fs::write(&settings, original).unwrap();
+    let (code, _) = install(&env, &settings, &[]);
+    assert_eq!(code, 0);
+    let after: Value = serde_json::from_str(&std::fs::read_to_string(&settings).unwrap()).unwrap();
+    let mut expected: Value = serde_json::from_str(original).unwrap();
+    expected["hooks"]["Stop"].as_array_mut().unwrap().push(json!(
+        {"hooks": [{"type": "command", "command": "/opt/atocore/bin/atocore-capture", "timeout": 5}]}
+    ));
+    assert_eq!(after, expected);
+}

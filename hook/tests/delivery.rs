@@ -320,3 +320,32 @@ fn unusable_state_directory_sends_directly() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("ATOCORE_CAPTURE_DIR"));
     assert_eq!(server.requests().len(), 1);
 }
+
+#[test]
+fn a_stdin_that_is_never_closed_does_not_hold_the_hook() {
+    let server = Server::start();
+    let env = Env::new(&server.url());
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("atocore-capture"))
+        .env_clear()
+        .env("ATOCORE_URL", server.url())
+        .env("ATOCORE_CAPTURE_DIR", &env.state)
+        .env("ATOCORE_CAPTURE_TIMEOUT_MS", "300")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    std::io::Write::write_all(&mut stdin, b"{\"session_id\":").unwrap();
+    let started = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(started.elapsed() < Duration::from_secs(3), "still running");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    drop(stdin);
+    assert_eq!(status.code(), Some(0));
+    assert!(server.requests().is_empty());
+}
