@@ -101,7 +101,7 @@ impl Stack {
             ("ATOCORE_STANDIN_IMAGE", self.images.standin.clone()),
             ("ATOCORE_RESTORE_JOB_IMAGE", self.images.restore_job.clone()),
             ("ATOCORE_SIDECAR_IMAGE", self.images.sidecar.clone()),
-            ("ATOCORE_LOG_LEVEL", "info".to_owned()),
+            ("ATOCORE_LOG", "info".to_owned()),
         ];
         vars.iter().map(|(k, v)| format!("{k}={v}\n")).collect()
     }

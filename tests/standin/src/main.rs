@@ -1,6 +1,7 @@
 //! `atocore-standin`: a stand-in for the AtoCore service (see the library docs).
 //! Exit codes: 0 ok (or clean shutdown), 1 failure (unhealthy, storage or listen error),
-//! 2 bad usage.
+//! 2 bad usage. Logs go to stderr, filtered by `ATOCORE_LOG` (default `info`), like the
+//! other components.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -16,7 +17,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
+            tracing_subscriber::EnvFilter::try_from_env("ATOCORE_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
