@@ -445,7 +445,7 @@ fn lagging_transcript_without_last_assistant_message_is_read_again() {
     let t = env.write_transcript("t.jsonl", &lines);
     let path = t.clone();
     let writer = std::thread::spawn(move || {
-        std::thread::sleep(std::time::Duration::from_millis(120));
+        std::thread::sleep(std::time::Duration::from_millis(60));
         let mut f = std::fs::OpenOptions::new()
             .append(true)
             .open(&path)
