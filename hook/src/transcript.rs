@@ -318,6 +318,8 @@ pub enum Parsed {
     Entry(Box<RawEntry>),
     /// A `user` entry carrying a `tool_result` (recognised early, not read further).
     ToolResult,
+    /// An assistant line not wanted (the reply is known): recognised early, not read.
+    Assistant,
     /// Recognised early as uninteresting, or not JSON.
     Skipped,
 }
@@ -328,6 +330,7 @@ enum Stop {
     No,
     Uninteresting,
     ToolResult,
+    Assistant,
 }
 
 /// Parses one line held in memory.
@@ -350,6 +353,7 @@ where
     match seed.deserialize(de) {
         Ok(e) => Parsed::Entry(Box::new(e)),
         Err(_) if stop.get() == Stop::ToolResult => Parsed::ToolResult,
+        Err(_) if stop.get() == Stop::Assistant => Parsed::Assistant,
         Err(_) => Parsed::Skipped,
     }
 }
@@ -437,7 +441,11 @@ impl<'de> Visitor<'de> for EntrySeed<'_> {
             match field {
                 Field::Type => {
                     e.kind = map.next_value::<LStr>()?.0;
-                    match &e.kind {
+                    match e.kind.as_deref() {
+                        Some("assistant") if !self.want_assistant => {
+                            self.skipped.set(Stop::Assistant);
+                            return Err(de::Error::custom(SKIP));
+                        }
                         Some(k) if interesting_type(k, self.want_assistant) => {}
                         _ => return skip(self.skipped),
                     }
@@ -867,6 +875,9 @@ pub enum Entry {
     },
     /// Output of a local slash command.
     LocalOutput,
+    /// A `system` echo of a local slash command (`<command-name>/model...`): the output
+    /// after it is its own.
+    LocalCommandEcho,
     /// A `tool_result` user entry (the turn is still going on after it).
     ToolResult,
     /// `[Request interrupted by user...]`: the turn ended without a reply.
@@ -922,6 +933,7 @@ pub fn classify(e: RawEntry) -> Entry {
         }
         Some("system") => match e.content.as_deref().map(str::trim_start) {
             Some(c) if LOCAL_OUTPUT_PREFIXES.iter().any(|p| c.starts_with(p)) => Entry::LocalOutput,
+            Some(c) if COMMAND_PREFIXES.iter().any(|p| c.starts_with(p)) => Entry::LocalCommandEcho,
             _ => Entry::Skip,
         },
         Some("attachment") => {
@@ -1161,17 +1173,23 @@ pub fn find_last_turn(path: &Path, limits: ScanLimits) -> Result<Scan> {
         let entry = match raw {
             Parsed::Entry(e) => classify(*e),
             Parsed::ToolResult => Entry::ToolResult,
+            Parsed::Assistant => Entry::AssistantOther { id: None },
             Parsed::Skipped => Entry::Skip,
         };
         if tail.is_none() {
             tail = match &entry {
                 Entry::AssistantText { .. } | Entry::Interrupt => Some(true),
-                Entry::Skip | Entry::LocalOutput | Entry::Queued(_) => None,
+                Entry::Skip | Entry::LocalOutput | Entry::LocalCommandEcho | Entry::Queued(_) => {
+                    None
+                }
                 _ => Some(false),
             };
         }
         match entry {
-            Entry::Skip | Entry::Interrupt | Entry::ToolResult => {}
+            Entry::Skip => {}
+            Entry::Interrupt | Entry::ToolResult | Entry::LocalCommandEcho => {
+                next_is_local_output = false
+            }
             Entry::LocalOutput => next_is_local_output = true,
             Entry::AssistantText { id, text } => {
                 next_is_local_output = false;
@@ -1347,7 +1365,10 @@ mod tests {
         let skipped = |line: &[u8], want| matches!(parse_entry(line, want), Parsed::Skipped);
         assert!(skipped(br#"{"type":"progress","data":{"x":1}}"#, true));
         assert!(skipped(br#"{"isSidechain":true,"type":"user"}"#, true));
-        assert!(skipped(br#"{"type":"assistant","message":{}}"#, false));
+        assert!(matches!(
+            parse_entry(br#"{"type":"assistant","message":{}}"#, false),
+            Parsed::Assistant
+        ));
         assert!(skipped(
             br#"{"type":"user","message":{"content":"hi"}"#,
             true

@@ -462,3 +462,47 @@ fn lagging_transcript_without_last_assistant_message_is_read_again() {
     assert_eq!(bodies.len(), 1);
     assert_eq!(bodies[0]["response"], "Three restarts.");
 }
+
+/// A custom command with arguments, then (after its reply) a local command echoed only as
+/// `system` lines, then a wake-up: the output of the later local command must not make the
+/// custom command look local, also when the reply comes from stdin (assistant lines unread).
+#[test]
+fn a_later_local_command_does_not_hide_an_earlier_custom_command() {
+    let server = Server::start();
+    let env = Env::new(&server.url());
+    let t = env.write_transcript(
+        "t.jsonl",
+        &[
+            user(
+                "u-c",
+                "<command-name>/review</command-name>\n<command-args>the parser</command-args>",
+            ),
+            say("a-1", "m-1", "Reviewed."),
+            system(
+                "s-1",
+                "local_command",
+                "<command-name>/model</command-name>\n<command-args></command-args>",
+            ),
+            system(
+                "s-2",
+                "local_command",
+                "<local-command-stdout>Kept model</local-command-stdout>",
+            ),
+            user("u-n", "<task-notification>job done</task-notification>"),
+            say("a-2", "m-2", "The job is done."),
+        ],
+    );
+    assert_eq!(
+        env.extract(&t),
+        turn("/review the parser", "The job is done.")
+    );
+    env.hook(&stop_input(
+        "s1",
+        &t,
+        "/work/proj",
+        json!({"last_assistant_message": "The job is done."}),
+    ));
+    let bodies = server.bodies();
+    assert_eq!(bodies.len(), 1);
+    assert_eq!(bodies[0]["prompt"], "/review the parser");
+}
