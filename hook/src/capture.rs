@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use crate::client::{self, Delivery};
 use crate::config::{Config, MAX_STDIN_BYTES, RawSettings, Strictness, env};
+use crate::entry;
 use crate::error::{Error, Result};
 use crate::input::HookInput;
 use crate::ledger::{self, LedgerEntry};
@@ -229,12 +230,12 @@ fn capture(
 
     let lock = FileLock::acquire(&state.state_lock(), deadline)?;
     let known = ledger::load(&state.ledger())?;
-    let keyed: Vec<(&transcript::PromptPiece, String)> = turn
+    let keyed: Vec<(&entry::PromptPiece, String)> = turn
         .pieces
         .iter()
         .map(|p| (p, ledger::key(&session_id, &p.identity)))
         .collect();
-    let fresh: Vec<&(&transcript::PromptPiece, String)> = keyed
+    let fresh: Vec<&(&entry::PromptPiece, String)> = keyed
         .iter()
         .filter(|(_, k)| !known.iter().any(|e| &e.key == k))
         .collect();
@@ -319,7 +320,7 @@ pub struct Preview {
     /// The reply found in the transcript.
     pub response: Option<String>,
     /// The pieces of the prompt and their identities.
-    pub pieces: Vec<transcript::PromptPiece>,
+    pub pieces: Vec<entry::PromptPiece>,
     /// Why nothing would be captured.
     pub reason: Option<String>,
     /// Whether the transcript ends with a reply (or an interrupt).

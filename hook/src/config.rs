@@ -45,7 +45,7 @@ pub mod env {
 /// Raw setting values as given (flag or environment), before validation.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct RawSettings {
-    /// AtoCore base URL; captures go to <URL>/interactions.
+    /// AtoCore base URL; captures go to `<URL>/interactions`.
     #[arg(long, global = true, env = env::URL, value_name = "URL")]
     pub url: Option<String>,
     /// Project name sent with every capture (default: mapped from the session's cwd).

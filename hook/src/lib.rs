@@ -13,7 +13,8 @@
 //! | module | holds |
 //! |---|---|
 //! | [`capture`] | the hook run: stdin → transcript → dedup → outbox → delivery |
-//! | [`transcript`] | the backward chunked reader, the streaming entry parser, the skip rules, the turn finder |
+//! | [`transcript`] | the backward chunked reader and the turn finder |
+//! | [`entry`] | one transcript line: the streaming parser and the skip rules |
 //! | [`input`] | the Stop hook's stdin JSON |
 //! | [`project`] | the `project` field: env, cwd map, git root, folder |
 //! | [`outbox`] | the capture body, the outbox files, delivery, dead letters, `status.json` |
@@ -48,6 +49,7 @@ pub mod capture;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod entry;
 pub mod error;
 pub mod input;
 pub mod install;
