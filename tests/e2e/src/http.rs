@@ -40,6 +40,44 @@ pub fn post(url: &str, body: &Value) -> Result<(u16, Value), String> {
     Ok((status, body))
 }
 
+/// A request with optional `Authorization` header and JSON body → (status, JSON body
+/// or `Value::Null` when the body is not JSON).
+pub fn call(
+    method: &str,
+    url: &str,
+    authorization: Option<&str>,
+    body: Option<&Value>,
+) -> Result<(u16, Value), String> {
+    let agent = agent();
+    let response = match (method, body) {
+        ("GET", _) => {
+            let mut req = agent.get(url);
+            if let Some(auth) = authorization {
+                req = req.header("Authorization", auth);
+            }
+            req.call()
+        }
+        ("POST", body) => {
+            let mut req = agent.post(url);
+            if let Some(auth) = authorization {
+                req = req.header("Authorization", auth);
+            }
+            match body {
+                Some(body) => req.send_json(body),
+                None => req.send_empty(),
+            }
+        }
+        _ => return Err(format!("unsupported method {method}")),
+    }
+    .map_err(|e| format!("{method} {url}: {e}"))?;
+    let status = response.status().as_u16();
+    let text = response
+        .into_body()
+        .read_to_string()
+        .map_err(|e| format!("{method} {url}: body: {e}"))?;
+    Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
+}
+
 /// Polls `check` every 200 ms until it returns `Some`, or panics after `timeout` with
 /// `what` and the last note `check` left.
 pub fn wait_for<T>(

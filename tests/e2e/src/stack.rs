@@ -189,6 +189,20 @@ impl Stack {
         })
     }
 
+    /// Waits until Docker reports the sidecar healthy (its own `healthcheck` probe).
+    pub fn wait_sidecar_healthy(&self) {
+        http::wait_for("sidecar healthy", Duration::from_secs(90), |note| {
+            let state = docker::container_state(&self.sidecar_container);
+            *note = format!("{state:?}");
+            (state?.health.as_deref() == Some("healthy")).then_some(())
+        });
+    }
+
+    /// The sidecar's bearer token header value.
+    pub fn bearer(&self) -> String {
+        format!("Bearer {}", self.token)
+    }
+
     /// Runs the restore-job once (`run --rm -T restore-job <args>`), with
     /// `--profile restore` when `restore_profile`.
     pub fn restore_job(&self, restore_profile: bool, args: &[&str]) -> JobRun {

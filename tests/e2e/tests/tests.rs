@@ -392,3 +392,98 @@ fn init_job_performs_a_pending_request_before_atocore_starts() {
     stack.wait_healthy();
     assert_eq!(contents(&stack, "init"), ["kept"]);
 }
+
+/// The sidecar in its scratch image: healthy through its own probe, reaches Docker through
+/// the socket, requires the token, and takes a backup with chroma (pausing atocore for the
+/// copy and unpausing it) that the restore-job sees on the shared backups volume.
+#[test]
+fn sidecar_takes_a_chroma_backup_through_the_socket() {
+    let Some(engine) = docker::engine_or_skip("sidecar_takes_a_chroma_backup_through_the_socket")
+    else {
+        return;
+    };
+    let images = images::ensure(&engine);
+    let stack = Stack::new(&engine, &images);
+    stack.up(&[]);
+    stack.wait_healthy();
+    stack.wait_sidecar_healthy();
+    assert_eq!(
+        http::post(&stack.url("/memory"), &memory("in the backup", "sidecar"))
+            .unwrap()
+            .0,
+        201
+    );
+
+    let (status, health) = http::call("GET", &stack.sidecar_url("/health"), None, None).unwrap();
+    assert!(health.is_object(), "sidecar /health ({status}): {health}");
+
+    // No token, wrong token: refused, nothing taken.
+    let (status, _) = http::call(
+        "POST",
+        &stack.sidecar_url("/admin/backup"),
+        None,
+        Some(&json!({})),
+    )
+    .unwrap();
+    assert_eq!(status, 401);
+    let (status, _) = http::call(
+        "GET",
+        &stack.sidecar_url("/admin/backup"),
+        Some("Bearer wrong"),
+        None,
+    )
+    .unwrap();
+    assert_eq!(status, 401);
+    let bearer = stack.bearer();
+    let (status, _) = http::call(
+        "GET",
+        &stack.sidecar_url("/admin/backup/20000101T000000Z/validate"),
+        Some(&bearer),
+        None,
+    )
+    .unwrap();
+    assert_eq!(status, 404);
+    let (status, listed) = http::call(
+        "GET",
+        &stack.sidecar_url("/admin/backup"),
+        Some(&bearer),
+        None,
+    )
+    .unwrap();
+    assert_eq!(
+        (status, listed["backups"].clone()),
+        (200, json!([])),
+        "{listed}"
+    );
+
+    let (status, meta) = http::call(
+        "POST",
+        &stack.sidecar_url("/admin/backup"),
+        Some(&bearer),
+        Some(&json!({"include_chroma": true})),
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{meta}");
+    let stamp = meta["stamp"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no stamp: {meta}"))
+        .to_owned();
+    assert_eq!(meta["include_chroma"], true);
+    assert_eq!(
+        meta["chroma_quiesced"], true,
+        "atocore paused for the chroma copy: {meta}"
+    );
+
+    // atocore is running again (unpaused) and the snapshot is valid for the restore-job.
+    assert_eq!(
+        container_state(&stack.atocore_container).unwrap().status,
+        "running"
+    );
+    assert_eq!(contents(&stack, "sidecar"), ["in the backup"]);
+    let validated = stack.restore_job(false, &["validate", &stamp]);
+    assert_eq!(
+        (validated.code, validated.json["valid"].clone()),
+        (0, json!(true)),
+        "{validated:?}"
+    );
+}
