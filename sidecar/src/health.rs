@@ -1,0 +1,110 @@
+//! `GET /health`: the sidecar's own status.
+//!
+//! `status` is `degraded` when there is no valid snapshot or the newest one not known
+//! to be broken is older than the staleness setting (default 26 h), else `ok`. The HTTP
+//! status is 200 either way: the sidecar itself works; `degraded` is about the backups.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::docker::Reachability;
+use crate::operation::Running;
+use crate::state::State;
+use crate::summary::Summary;
+
+/// The body of `/health`.
+#[derive(Debug, Clone, Serialize)]
+pub struct HealthReport {
+    /// `ok` or `degraded`.
+    pub status: &'static str,
+    pub service: &'static str,
+    pub version: &'static str,
+    pub docker: Reachability,
+    /// The newest snapshot not known to be broken.
+    pub last_backup: Option<LastBackup>,
+    pub stale_after_seconds: u64,
+    pub snapshots: usize,
+    pub operation: Option<Running>,
+    pub schedule: Option<ScheduleStatus>,
+    /// The last line of `drills.jsonl`, as written.
+    pub last_drill: Option<Value>,
+    /// Why `status` is `degraded` (empty when `ok`).
+    pub reasons: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LastBackup {
+    pub stamp: String,
+    pub kind: &'static str,
+    pub include_chroma: bool,
+    pub age_seconds: i64,
+    pub valid: Option<bool>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ScheduleStatus {
+    pub backup: String,
+    pub chroma: String,
+    pub next_run: Option<String>,
+    pub next_includes_chroma: Option<bool>,
+}
+
+/// Assemble the report.
+pub async fn report(state: &Arc<State>) -> HealthReport {
+    let now = Utc::now();
+    let summary = state.summary.get(&state.config.paths).await;
+    let docker = state.docker.reachability().await;
+    build(state, &summary, docker, now)
+}
+
+fn build(state: &State, s: &Summary, docker: Reachability, now: DateTime<Utc>) -> HealthReport {
+    let stale = state.config.stale_after;
+    let mut reasons = Vec::new();
+    let last_backup = s.newest_valid.as_ref().map(|n| LastBackup {
+        stamp: n.stamp.clone(),
+        kind: n.kind,
+        include_chroma: n.include_chroma,
+        age_seconds: (now - n.taken).num_seconds(),
+        valid: n.valid,
+    });
+    match &last_backup {
+        None => reasons.push("no valid snapshot yet: take one with POST /admin/backup".to_string()),
+        Some(b) if b.age_seconds.max(0) as u64 > stale.as_secs() => reasons.push(format!(
+            "the newest valid snapshot `{}` is {} h old (more than {} h); check the schedule and the sidecar's log",
+            b.stamp,
+            b.age_seconds / 3600,
+            stale.as_secs() / 3600
+        )),
+        Some(_) => {}
+    }
+    if let Some(e) = &s.error {
+        reasons.push(format!("cannot list snapshots: {e}"));
+    }
+    let schedule = state.config.schedule.as_ref().map(|sch| {
+        let next = sch.next_after(now);
+        ScheduleStatus {
+            backup: sch.backup_source().to_string(),
+            chroma: sch.chroma_source().to_string(),
+            next_run: next
+                .as_ref()
+                .map(|f| f.at.to_rfc3339_opts(SecondsFormat::Secs, true)),
+            next_includes_chroma: next.map(|f| f.include_chroma),
+        }
+    });
+    HealthReport {
+        status: if reasons.is_empty() { "ok" } else { "degraded" },
+        service: "atocore-sidecar",
+        version: env!("CARGO_PKG_VERSION"),
+        docker,
+        last_backup,
+        stale_after_seconds: stale.as_secs(),
+        snapshots: s.count,
+        operation: state.gate.running(),
+        schedule,
+        last_drill: s.last_drill.clone(),
+        reasons,
+    }
+}

@@ -1,0 +1,229 @@
+//! Mutating operations (backup, prune, restore, drill): one at a time, each on a
+//! blocking thread, each logged as one line with its outcome and duration and counted
+//! in the metrics.
+//!
+//! The [`Gate`] admits one operation; a second one gets [`Error::Busy`] (409). The
+//! engine's flock adds the same guarantee across processes (a CLI backup in another
+//! container also gives 409). Reads (list, validate, health, metrics) never wait on it.
+//! The gate is held by the blocking task itself, so a client that hangs up does not
+//! free it before the work is really done.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use atocore_restore_job::prune::PruneReport;
+use atocore_restore_job::{BackupOptions, Hooks, Kind, Metadata, Quiesce, prune, snapshot};
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::Serialize;
+use tokio::runtime::Handle;
+
+use crate::atocore;
+use crate::error::{Error, Result};
+use crate::quiesce::DockerQuiesce;
+use crate::state::State;
+
+/// The operation that holds the gate.
+#[derive(Debug, Clone, Serialize)]
+pub struct Running {
+    pub operation: &'static str,
+    pub started_at: String,
+    #[serde(skip)]
+    pub since: Instant,
+}
+
+/// Admits one mutating operation at a time.
+#[derive(Debug, Default)]
+pub struct Gate(Mutex<Option<Running>>);
+
+/// Holds the gate; dropping it lets the next operation in.
+#[derive(Debug)]
+pub struct GateGuard {
+    state: Arc<State>,
+}
+
+impl Drop for GateGuard {
+    fn drop(&mut self) {
+        *self.state.gate.0.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+}
+
+impl Gate {
+    /// Take the gate for `operation`, or say what holds it.
+    pub fn try_begin(state: &Arc<State>, operation: &'static str) -> Result<GateGuard> {
+        if state.shutdown.is_cancelled() {
+            return Err(Error::ShuttingDown);
+        }
+        let mut slot = state.gate.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(r) = slot.as_ref() {
+            return Err(Error::Busy(format!(
+                "a {} is running (started {} s ago, at {}); wait for it to finish and try again",
+                r.operation,
+                r.since.elapsed().as_secs(),
+                r.started_at
+            )));
+        }
+        *slot = Some(Running {
+            operation,
+            started_at: Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true),
+            since: Instant::now(),
+        });
+        Ok(GateGuard {
+            state: Arc::clone(state),
+        })
+    }
+
+    /// The operation running now, if any.
+    pub fn running(&self) -> Option<Running> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// Run `work` on a tracked blocking thread while holding `guard`.
+pub(crate) async fn blocking<T: Send + 'static>(
+    state: &Arc<State>,
+    guard: Option<GateGuard>,
+    what: &'static str,
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    state
+        .tasks
+        .spawn_blocking(move || {
+            let _guard = guard;
+            work()
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("the {what} worker stopped: {e}")))?
+}
+
+/// Take a snapshot now (kind `manual`, `scheduled` or `drill`), with atocore paused for
+/// the chroma copy. Returns the published, validated metadata.
+pub async fn backup(state: &Arc<State>, include_chroma: bool, kind: Kind) -> Result<Metadata> {
+    let guard = Gate::try_begin(state, "backup")?;
+    backup_with(state, Some(guard), include_chroma, kind).await
+}
+
+/// [`backup`] under a gate the caller already holds (`None`: the caller holds it).
+pub(crate) async fn backup_with(
+    state: &Arc<State>,
+    guard: Option<GateGuard>,
+    include_chroma: bool,
+    kind: Kind,
+) -> Result<Metadata> {
+    let st = Arc::clone(state);
+    let handle = Handle::current();
+    blocking(state, guard, "backup", move || {
+        let started = Instant::now();
+        let build_sha = atocore::build_sha(&st.config.atocore_url);
+        let mut quiesce = include_chroma
+            .then(|| DockerQuiesce::new(Arc::clone(&st.docker), Arc::clone(&st.paused), handle));
+        let keep_going = || !st.shutdown.is_cancelled();
+        let result = snapshot::backup(
+            &st.config.paths,
+            &BackupOptions {
+                include_chroma,
+                kind,
+                build_sha,
+                timeout: st.config.backup_timeout,
+            },
+            Hooks {
+                quiesce: quiesce.as_mut().map(|q| q as &mut dyn Quiesce),
+                keep_going: &keep_going,
+            },
+        );
+        drop(quiesce);
+        let elapsed = started.elapsed();
+        st.summary.invalidate();
+        st.metrics.record_backup(kind, result.is_ok(), elapsed);
+        log_backup(kind, include_chroma, &result, elapsed);
+        result.map_err(Error::from)
+    })
+    .await
+}
+
+fn log_backup(
+    kind: Kind,
+    include_chroma: bool,
+    result: &atocore_restore_job::Result<Metadata>,
+    elapsed: Duration,
+) {
+    let duration_ms = elapsed.as_millis() as u64;
+    match result {
+        Ok(m) => tracing::info!(
+            op = "backup",
+            outcome = "ok",
+            kind = kind.as_str(),
+            include_chroma,
+            stamp = %m.stamp,
+            chroma_quiesced = ?m.chroma_quiesced,
+            db_size_bytes = m.db_size_bytes,
+            duration_ms,
+            "backup finished"
+        ),
+        Err(e @ atocore_restore_job::Error::Cancelled(_)) => tracing::warn!(
+            op = "backup",
+            outcome = "cancelled",
+            kind = kind.as_str(),
+            include_chroma,
+            duration_ms,
+            cause = %e,
+            "backup cancelled; its partial folder was removed"
+        ),
+        Err(e) => tracing::error!(
+            op = "backup",
+            outcome = "failed",
+            kind = kind.as_str(),
+            include_chroma,
+            code = e.code(),
+            duration_ms,
+            cause = %e,
+            "backup failed"
+        ),
+    }
+}
+
+/// Apply retention now (`dry_run`: only report).
+pub async fn prune(state: &Arc<State>, dry_run: bool) -> Result<PruneReport> {
+    let guard = Gate::try_begin(state, "prune")?;
+    prune_with(state, Some(guard), dry_run, Utc::now()).await
+}
+
+pub(crate) async fn prune_with(
+    state: &Arc<State>,
+    guard: Option<GateGuard>,
+    dry_run: bool,
+    now: DateTime<Utc>,
+) -> Result<PruneReport> {
+    let st = Arc::clone(state);
+    blocking(state, guard, "prune", move || {
+        let started = Instant::now();
+        let result = prune::prune(&st.config.paths, &st.config.policy, dry_run, now);
+        let duration_ms = started.elapsed().as_millis() as u64;
+        if !dry_run {
+            st.summary.invalidate();
+            st.metrics
+                .record_prune(result.as_ref().ok().map(|r| r.plan.deleted.len()));
+        }
+        match &result {
+            Ok(r) => tracing::info!(
+                op = "prune",
+                outcome = "ok",
+                dry_run,
+                kept = r.plan.kept.len(),
+                deleted = r.plan.deleted.len(),
+                duration_ms,
+                "prune finished"
+            ),
+            Err(e) => tracing::error!(
+                op = "prune",
+                outcome = "failed",
+                dry_run,
+                code = e.code(),
+                duration_ms,
+                cause = %e,
+                "prune failed"
+            ),
+        }
+        result.map_err(Error::from)
+    })
+    .await
+}

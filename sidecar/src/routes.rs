@@ -1,0 +1,200 @@
+//! The HTTP API: routing, auth, and one handler per endpoint.
+//!
+//! | endpoint | auth | body | answer |
+//! |---|---|---|---|
+//! | `GET /health` | no | | [`crate::health::HealthReport`] |
+//! | `GET /metrics` | no | | Prometheus text |
+//! | `POST /admin/backup` | yes | `{"include_chroma": bool}` | the snapshot's metadata (kind `manual`) |
+//! | `GET /admin/backup` | yes | | the body of `atocore-restore-job list` |
+//! | `GET /admin/backup/<STAMP>/validate` | yes | | the body of `validate` (200 valid or not) |
+//! | `POST /admin/backup/prune` | yes | `{"dry_run": bool}` | the body of `prune` |
+//! | `POST /admin/restore` | yes | `{"stamp", "include_chroma", "pre_snapshot"}` | see [`crate::orchestrator`] |
+//! | `POST /admin/drill`, `GET /admin/drill` | yes | | see [`crate::drill`] |
+//!
+//! Order of checks: auth for anything under `/admin` (so unknown admin paths say 401,
+//! not 404, to clients without the token), route (404), method (405), body (413, 400),
+//! then the operation (409 when another one runs). Nothing changes before all input
+//! checks passed.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Instant;
+
+use atocore_restore_job::{Kind, Stamp, snapshot, validate};
+use chrono::Utc;
+use hyper::body::Incoming;
+use hyper::{Method, Request, StatusCode};
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+use crate::json::{self, Reply};
+use crate::metrics::Scrape;
+use crate::operation::{self};
+use crate::state::State;
+use crate::{auth, drill, health, orchestrator};
+
+/// Body of `POST /admin/backup`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BackupBody {
+    #[serde(default)]
+    include_chroma: bool,
+}
+
+/// Body of `POST /admin/backup/prune`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PruneBody {
+    #[serde(default)]
+    dry_run: bool,
+}
+
+/// The service function: never fails; every error becomes the contract's JSON body.
+pub async fn handle(req: Request<Incoming>, state: Arc<State>) -> Result<Reply, Infallible> {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let reply = match route(req, &state).await {
+        Ok(r) => r,
+        Err(e) => {
+            if e.status().is_server_error() {
+                tracing::warn!(%method, %path, code = e.code(), cause = %e, "request failed");
+            }
+            json::error(&e)
+        }
+    };
+    tracing::debug!(
+        %method,
+        %path,
+        status = reply.status().as_u16(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "request"
+    );
+    Ok(reply)
+}
+
+fn allow(req: &Request<Incoming>, allowed: &'static str) -> Result<()> {
+    let m = req.method().as_str();
+    if allowed.split(", ").any(|a| a == m) {
+        Ok(())
+    } else {
+        Err(Error::MethodNotAllowed {
+            method: m.to_string(),
+            path: req.uri().path().to_string(),
+            allowed,
+        })
+    }
+}
+
+async fn route(req: Request<Incoming>, state: &Arc<State>) -> Result<Reply> {
+    let path = req.uri().path().to_string();
+    if path == "/admin" || path.starts_with("/admin/") {
+        auth::check(req.headers(), state.config.token.as_deref())?;
+    }
+    let segments: Vec<&str> = path.strip_prefix('/').unwrap_or(&path).split('/').collect();
+    match segments.as_slice() {
+        ["health"] => {
+            allow(&req, "GET")?;
+            Ok(json::reply(StatusCode::OK, &health::report(state).await))
+        }
+        ["metrics"] => {
+            allow(&req, "GET")?;
+            Ok(metrics(state).await)
+        }
+        ["admin", "backup"] => {
+            allow(&req, "GET, POST")?;
+            if req.method() == Method::GET {
+                list(state).await
+            } else {
+                let body: BackupBody = read(req, state).await?;
+                let meta = operation::backup(state, body.include_chroma, Kind::Manual).await?;
+                Ok(json::reply(StatusCode::OK, &meta))
+            }
+        }
+        ["admin", "backup", "prune"] => {
+            allow(&req, "POST")?;
+            let body: PruneBody = read(req, state).await?;
+            let r = operation::prune(state, body.dry_run).await?;
+            Ok(json::reply(StatusCode::OK, &r))
+        }
+        ["admin", "backup", stamp, "validate"] => {
+            allow(&req, "GET")?;
+            validate(state, stamp).await
+        }
+        ["admin", "restore"] => {
+            allow(&req, "POST")?;
+            let body: orchestrator::RestoreBody = read(req, state).await?;
+            let r = orchestrator::restore(state, body).await?;
+            Ok(json::reply(StatusCode::OK, &r))
+        }
+        ["admin", "drill"] => {
+            allow(&req, "GET, POST")?;
+            if req.method() == Method::GET {
+                let history = drill::history(state).await?;
+                Ok(json::reply(StatusCode::OK, &history))
+            } else {
+                let _: drill::DrillBody = read(req, state).await?;
+                let r = drill::run(state).await?;
+                let status = if r.passed {
+                    StatusCode::OK
+                } else {
+                    StatusCode::INTERNAL_SERVER_ERROR
+                };
+                Ok(json::reply(status, &r))
+            }
+        }
+        _ => Err(Error::NotFound {
+            method: req.method().to_string(),
+            path,
+        }),
+    }
+}
+
+async fn read<T: serde::de::DeserializeOwned>(req: Request<Incoming>, state: &State) -> Result<T> {
+    json::read(req, state.config.max_body_bytes, state.config.body_timeout).await
+}
+
+async fn list(state: &Arc<State>) -> Result<Reply> {
+    let paths = state.config.paths.clone();
+    let report = tokio::task::spawn_blocking(move || snapshot::list(&paths))
+        .await
+        .map_err(|e| Error::Internal(format!("listing snapshots: {e}")))??;
+    Ok(json::reply(StatusCode::OK, &report))
+}
+
+async fn validate(state: &Arc<State>, stamp: &str) -> Result<Reply> {
+    let stamp = Stamp::parse(stamp)?;
+    let paths = state.config.paths.clone();
+    if !paths.snapshot_dir(&stamp).is_dir() {
+        return Err(atocore_restore_job::Error::UnknownStamp {
+            stamp: stamp.to_string(),
+            dir: paths.snapshots_dir(),
+        }
+        .into());
+    }
+    let report = tokio::task::spawn_blocking(move || validate::validate(&paths, &stamp))
+        .await
+        .map_err(|e| Error::Internal(format!("validating: {e}")))??;
+    Ok(json::reply(StatusCode::OK, &report))
+}
+
+async fn metrics(state: &Arc<State>) -> Reply {
+    let summary = state.summary.get(&state.config.paths).await;
+    let docker = state.docker.reachability().await;
+    let running = state.gate.running();
+    let now = Utc::now();
+    let text = state.metrics.render(&Scrape {
+        summary: &summary,
+        docker_up: docker.reachable,
+        operation_running: running.as_ref().map(|r| r.operation),
+        paused: state.paused.is_set(),
+        next_run: state
+            .config
+            .schedule
+            .as_ref()
+            .and_then(|s| s.next_after(now))
+            .map(|f| f.at),
+        now,
+    });
+    json::text("text/plain; version=0.0.4; charset=utf-8", text)
+}
