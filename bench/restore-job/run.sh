@@ -33,15 +33,18 @@ t0=$(ms); python3 "$here/py_backup.py" "$db" "$work/py.db"; t1=$(ms)
 py_ms=$((t1 - t0)); rm -f "$work/py.db"
 
 # Ours, with a steady writer committing next to it.
-coproc W { python3 "$here/writer.py" "$db"; }
-read -r ready <&"${W[0]}"
+wout="$work/writer.out"
+rm -f "$wout"
+python3 "$here/writer.py" "$db" > "$wout" &
+wpid=$!
+until grep -q ready "$wout" 2>/dev/null; do sleep 0.1; done
 sleep 1
 t0=$(ms)
 meta=$("$bin" --storage-root "$root" --log-format json backup 2>/dev/null)
 t1=$(ms)
-kill -TERM "$W_PID"
-read -r commits worst p99 <&"${W[0]}"
-wait "$W_PID" || true
+kill -TERM "$wpid"
+wait "$wpid" || true
+read -r commits worst p99 < <(tail -n 1 "$wout")
 ours_total=$((t1 - t0))
 copy_ms=$(echo "$meta" | python3 -c 'import json,sys; print(json.load(sys.stdin)["copy_ms"])')
 validate_ms=$(echo "$meta" | python3 -c 'import json,sys; print(json.load(sys.stdin)["validate_ms"])')
