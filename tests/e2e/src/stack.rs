@@ -43,12 +43,21 @@ pub struct Stack {
     dir: Option<tempfile::TempDir>,
 }
 
-/// A free TCP port on 127.0.0.1 (free when asked; compose binds it right after).
+/// A free TCP port on 127.0.0.1 (free when asked; compose binds it right after), never
+/// the same twice in one test run.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 impl Stack {

@@ -283,6 +283,32 @@ fn manual_restore_route_reverts_a_mutation() {
         "{restored:?}"
     );
 
+    // Read straight from the host file (immutable: no lock, no -shm left behind): the
+    // restored database holds the backed-up rows only.
+    let uri = format!(
+        "file:{}?immutable=1",
+        stack.root.join("data/db/atocore.db").display()
+    );
+    let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_URI;
+    let conn = rusqlite::Connection::open_with_flags(&uri, flags).unwrap();
+    let rows: Vec<String> = conn
+        .prepare("SELECT content FROM memories WHERE project = 'manual' ORDER BY created_at")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(rows, ["kept"]);
+    let check: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(check, "ok");
+    drop(conn);
+    assert!(
+        !stack.root.join("data/db/atocore.db-wal").exists(),
+        "no stale WAL beside the restored database"
+    );
+
     // The chroma mount point kept its inode; the database its owner.
     assert_eq!(
         std::fs::metadata(stack.root.join("data/chroma"))
