@@ -360,22 +360,32 @@ pub fn stage(snapshot_chroma: &Path, index: &Index, new: &Path) -> Result<()> {
     sync_path(new)
 }
 
-/// Swap: move every live entry aside into a fresh `aside` folder inside the staging
-/// area, then move every staged entry from `new` into the live directory, then give the
-/// live directory the snapshot's mode and owner. The live directory keeps its inode.
-/// Safe to run again after a crash: whatever is live is moved aside again.
-pub fn swap(live: &Path, new: &Path, aside: &Path, root: &RootAttrs) -> Result<()> {
-    durable::create_dir_all(aside)?;
-    for entry in fs::read_dir(live).map_err(Error::io("list", live))? {
+/// Move every entry of the live directory (but the staging folder) into `into`, a
+/// folder inside the staging area. Entries already moved by an interrupted run are no
+/// longer live, so running it again moves only the rest.
+pub fn move_out(live: &Path, into: &Path, crash_point_name: &str) -> Result<()> {
+    durable::create_dir_all(into)?;
+    for (n, entry) in fs::read_dir(live)
+        .map_err(Error::io("list", live))?
+        .enumerate()
+    {
         let entry = entry.map_err(Error::io("list", live))?;
         if entry.file_name() == STAGING_DIR {
             continue;
         }
-        let to = aside.join(entry.file_name());
+        let to = into.join(entry.file_name());
         fs::rename(entry.path(), &to).map_err(Error::io("move aside", entry.path()))?;
+        if n == 0 {
+            crate::restore::crash_point(crash_point_name);
+        }
     }
-    sync_path(aside)?;
-    crate::restore::crash_point("chroma-moved-aside");
+    sync_path(into)?;
+    sync_path(live)
+}
+
+/// Move every staged entry from `new` into the live directory, then give the live
+/// directory the snapshot's mode and owner. The live directory keeps its inode.
+pub fn move_in(new: &Path, live: &Path, root: &RootAttrs) -> Result<()> {
     for (n, entry) in fs::read_dir(new)
         .map_err(Error::io("list", new))?
         .enumerate()

@@ -82,6 +82,19 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Stage a restore ahead while atocore still runs (validate, copy out, check);
+    /// a following `restore` of the same stamp then only swaps files.
+    Prepare {
+        stamp: String,
+        /// Leave the live Chroma store alone.
+        #[arg(long, conflicts_with = "chroma")]
+        no_chroma: bool,
+        /// Restore Chroma (refused when the snapshot has none).
+        #[arg(long)]
+        chroma: bool,
+    },
+    /// Make the pending pre-restore snapshot of a restore that deferred it.
+    Finalize,
     /// Apply the retention policy.
     Prune {
         /// Print what would be deleted and why; delete nothing.
@@ -101,6 +114,16 @@ pub enum Command {
         #[arg(long, default_value = "atocore-demo")]
         dir: PathBuf,
     },
+}
+
+fn chroma_choice(no_chroma: bool, chroma: bool) -> ChromaChoice {
+    if no_chroma {
+        ChromaChoice::Skip
+    } else if chroma {
+        ChromaChoice::Force
+    } else {
+        ChromaChoice::Auto
+    }
 }
 
 fn parse_kind(s: &str) -> std::result::Result<Kind, String> {
@@ -162,6 +185,7 @@ fn dispatch(paths: &Paths, command: Command) -> Result<(Value, u8)> {
                     kind,
                     build_sha,
                     timeout: Duration::from_secs(backup_timeout_secs),
+                    source_paths: None,
                 },
                 Hooks {
                     quiesce: None,
@@ -197,15 +221,9 @@ fn dispatch(paths: &Paths, command: Command) -> Result<(Value, u8)> {
                     stamp,
                     confirmed_service_stopped: confirm_service_stopped,
                     pre_snapshot: !no_pre_snapshot,
-                    chroma: if no_chroma {
-                        ChromaChoice::Skip
-                    } else if chroma {
-                        ChromaChoice::Force
-                    } else {
-                        ChromaChoice::Auto
-                    },
+                    chroma: chroma_choice(no_chroma, chroma),
                     dry_run,
-                    prevalidated: false,
+                    ..RestoreOptions::default()
                 },
             )?;
             let code = if r.dry_run || r.restored_integrity_ok {
@@ -214,6 +232,18 @@ fn dispatch(paths: &Paths, command: Command) -> Result<(Value, u8)> {
                 1
             };
             Ok((to_value(&r), code))
+        }
+        Command::Prepare {
+            stamp,
+            no_chroma,
+            chroma,
+        } => {
+            let staged = restore::prepare(paths, &stamp, chroma_choice(no_chroma, chroma))?;
+            Ok((to_value(&staged), 0))
+        }
+        Command::Finalize => {
+            let stamp = restore::finalize(paths)?;
+            Ok((json!({ "pre_restore_snapshot": stamp }), 0))
         }
         Command::Prune {
             dry_run,

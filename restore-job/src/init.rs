@@ -32,6 +32,10 @@ pub struct RestoreRequest {
     /// Take a pre-restore snapshot first (default true).
     #[serde(default = "yes")]
     pub pre_snapshot: bool,
+    /// Leave the pre-restore snapshot to be made by `restore::finalize` once the
+    /// service is back (the sidecar does this to keep downtime short); default false.
+    #[serde(default)]
+    pub defer_pre_snapshot: bool,
     /// The writer fully validated the snapshot just before (see
     /// [`RestoreOptions::prevalidated`]); default false.
     #[serde(default)]
@@ -59,6 +63,12 @@ pub struct RestoreResult {
     pub restored_integrity_ok: bool,
     pub dry_run: bool,
     pub duration_ms: u64,
+    /// The live state was moved aside; `restore::finalize` makes it the pre-restore
+    /// snapshot.
+    #[serde(default)]
+    pub pre_restore_pending: bool,
+    #[serde(default)]
+    pub staged_ahead: bool,
     #[serde(default)]
     pub error: Option<ErrorBody>,
     /// The CLI exit code the restore would have had.
@@ -72,6 +82,8 @@ pub struct InitReport {
     pub mode: &'static str,
     /// The interrupted restore this run finished, if any.
     pub recovered: Option<RestoreReport>,
+    /// A pre-restore snapshot left pending by an earlier restore, made by this run.
+    pub finalized_pre_restore_snapshot: Option<String>,
     /// The request performed, if any.
     pub request: Option<RestoreRequest>,
     pub result: Option<RestoreResult>,
@@ -127,14 +139,21 @@ pub fn init(paths: &Paths) -> Result<InitReport> {
     let mut report = InitReport {
         mode: "init",
         recovered: None,
+        finalized_pre_restore_snapshot: None,
         request: None,
         result: None,
     };
     let request = pending_request(paths)?;
     if request.is_none() {
-        if let Some(j) = restore::pending_journal(paths)? {
+        let journal = restore::pending_journal(paths)?;
+        let aside = restore::pending_aside(paths)?;
+        if journal.is_some() || aside.is_some() {
             let _lock = BackupLock::acquire(&paths.backup_dir)?;
-            report.recovered = Some(restore::finish(paths, j)?);
+            if let Some(j) = journal {
+                report.recovered = Some(restore::finish(paths, j)?);
+            }
+            // The orchestrator that should have made the pre-restore snapshot is gone.
+            report.finalized_pre_restore_snapshot = restore::finalize_locked(paths)?;
         }
         return Ok(report);
     }
@@ -152,6 +171,7 @@ pub fn init(paths: &Paths) -> Result<InitReport> {
             chroma: ChromaChoice::from_option(req.include_chroma),
             dry_run: false,
             prevalidated: req.prevalidated,
+            defer_pre_snapshot: req.defer_pre_snapshot,
         },
     );
     let now = Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true);
@@ -167,6 +187,8 @@ pub fn init(paths: &Paths) -> Result<InitReport> {
             restored_integrity_ok: r.restored_integrity_ok,
             dry_run: false,
             duration_ms: r.duration_ms,
+            pre_restore_pending: r.pre_restore_pending,
+            staged_ahead: r.staged_ahead,
             error: r.error.clone(),
             exit_code: if r.restored_integrity_ok { 0 } else { 1 },
             finished_at: now,
@@ -182,6 +204,8 @@ pub fn init(paths: &Paths) -> Result<InitReport> {
             restored_integrity_ok: false,
             dry_run: false,
             duration_ms: 0,
+            pre_restore_pending: restore::pending_aside(paths).ok().flatten().is_some(),
+            staged_ahead: false,
             error: Some(ErrorBody::from(e)),
             exit_code: e.exit_code(),
             finished_at: now,

@@ -1,21 +1,30 @@
-//! `restore`: put a snapshot back into the live paths, crash-safely.
+//! `restore`: put a snapshot back into the live paths, crash-safely, with as little of
+//! the work as possible done while the service is down.
 //!
-//! Order (see docs/restore-algorithm.md for why each step is there):
-//! 1. refusals that change nothing: bad stamp, no confirmation, unknown stamp, database
-//!    still open elsewhere, another operation running, invalid snapshot;
-//! 2. a `pre-restore` snapshot of the live state;
-//! 3. the journal (`<backup_dir>/restore/journal.json`), then staging next to each
-//!    destination: `.atocore.db.restore-tmp`, `.project-registry.json.restore-tmp`,
-//!    `<chroma>/.atocore-restore/new/`, each checked against the manifest and fsynced;
-//! 4. the swap: remove `-wal`/`-shm`/`-journal`, rename the staged database into place
-//!    (rewrite in place on EBUSY/EXDEV), same for the registry; move live chroma entries
-//!    aside and the staged ones in; fsync the folders;
-//! 5. `integrity_check`, row counts and the chroma tree compared with the snapshot;
-//! 6. clean-up, then the journal is removed.
+//! Phases (see docs/restore-algorithm.md for why each is there):
+//! 1. **Refusals** that change nothing: bad stamp, no confirmation, unknown stamp,
+//!    database still open elsewhere, another operation running, invalid snapshot.
+//! 2. **Stage** next to each destination: `.atocore.db.restore-tmp`,
+//!    `.project-registry.json.restore-tmp`, `<chroma>/.atocore-restore/new/`; every file
+//!    checked against the manifest, the staged database `integrity_check`ed and its rows
+//!    counted, all fsynced. [`prepare`] does this ahead of time, while atocore still
+//!    runs (it only creates hidden files); the restore then reuses it.
+//! 3. **Aside**: the live database (with its `-wal`/`-journal`), registry and chroma
+//!    entries are *renamed* aside (`.atocore.db.aside`, `.project-registry.json.aside`,
+//!    `<chroma>/.atocore-restore/aside/`): the safety copy of the live state, made in
+//!    milliseconds and recorded in `<backup_dir>/restore/aside.json`.
+//! 4. **Swap in**: the staged files are renamed into place (rewritten in place where the
+//!    destination is a mount point: EBUSY/EXDEV); staged chroma entries are moved in.
+//! 5. **Verify**: the live database is the very file checked in step 2 (same inode), or
+//!    it is checked again in full after an in-place rewrite; the chroma tree equals the
+//!    snapshot's index.
+//! 6. **Finalize** ([`finalize`]): the aside copy becomes a published `pre-restore`
+//!    snapshot (through SQLite, so its WAL is replayed), then it is deleted. A caller that
+//!    wants the service back first (the sidecar) defers this and calls it afterwards.
 //!
-//! A crash anywhere after the journal is written is finished by the next `restore` or
-//! `init`: every step from staging on is repeatable, so running it again from the start
-//! ends in exactly the snapshot's state.
+//! The journal (`<backup_dir>/restore/journal.json`) is written before step 3; a crash at
+//! any moment after it is finished by the next `restore` or `init`, which repeats the
+//! steps idempotently and ends in exactly the snapshot's state with the aside copy intact.
 
 use std::collections::HashSet;
 use std::fs;
@@ -62,7 +71,7 @@ impl ChromaChoice {
 }
 
 /// What to restore and how.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct RestoreOptions {
     /// The stamp as given by the user (validated here).
     pub stamp: String,
@@ -75,6 +84,10 @@ pub struct RestoreOptions {
     /// every file against the manifest, so the bytes restored are the bytes validated.
     /// Ignored for snapshots without a manifest.
     pub prevalidated: bool,
+    /// Leave the aside copy for the caller to turn into the pre-restore snapshot with
+    /// [`finalize`] once the service is back (the report then says
+    /// `pre_restore_pending: true`).
+    pub defer_pre_snapshot: bool,
 }
 
 /// What a dry run would do.
@@ -87,10 +100,11 @@ pub struct RestorePlan {
     pub chroma: Option<PathBuf>,
     pub validation_warnings: Vec<String>,
     pub interrupted_restore_to_finish: Option<String>,
+    pub staged_ahead: bool,
 }
 
-/// The body of `restore` (field names fixed by the contract).
-#[derive(Debug, Clone, Serialize, PartialEq)]
+/// The body of `restore` (the first eight field names are fixed by the contract).
+#[derive(Debug, Clone, Serialize, PartialEq, Default)]
 pub struct RestoreReport {
     pub stamp: String,
     pub pre_restore_snapshot: Option<String>,
@@ -100,6 +114,13 @@ pub struct RestoreReport {
     pub restored_integrity_ok: bool,
     pub dry_run: bool,
     pub duration_ms: u64,
+    /// The live state was moved aside and its pre-restore snapshot is still to be made
+    /// by [`finalize`] (deferred restores only).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub pre_restore_pending: bool,
+    /// Staging had been done ahead by [`prepare`].
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub staged_ahead: bool,
     /// An interrupted restore that this run finished first.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub recovered_interrupted_restore: Option<String>,
@@ -113,38 +134,78 @@ pub struct RestoreReport {
 }
 
 /// Where a restore stands; written to the journal before each phase.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Phase {
     Staging,
-    Swapping,
+    Aside,
+    SwapIn,
     Verifying,
 }
 
 /// The restore journal, on the backups volume.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Journal {
+    /// Identifies this restore (and its aside copy).
+    pub id: String,
     pub stamp: String,
-    pub pre_restore_snapshot: Option<String>,
     pub db: bool,
     pub registry: bool,
     pub chroma: bool,
     pub phase: Phase,
-    /// Set once the swap has begun: from then on the live state may be a mix, and
-    /// only finishing (or rolling back) the restore may remove the journal.
-    #[serde(default)]
-    pub swapped: bool,
+    pub pre_snapshot: bool,
     pub attempt: u32,
     pub started_at: String,
+}
+
+/// The live state moved aside by a restore, until [`finalize`] has made it a snapshot.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Aside {
+    pub restore_id: String,
+    /// The stamp that was restored over it.
+    pub restored_stamp: String,
+    /// Turn it into a `pre-restore` snapshot (false with `--no-pre-snapshot`: deleted).
+    pub make_snapshot: bool,
+    pub db: PathBuf,
+    pub registry: PathBuf,
+    pub chroma: Option<PathBuf>,
+    /// Set once the snapshot is published, before the aside files are deleted.
+    #[serde(default)]
+    pub snapshot: Option<String>,
+    pub created_at: String,
+}
+
+/// What [`prepare`] left ready.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Staged {
+    pub stamp: String,
+    pub registry: bool,
+    pub chroma: bool,
+    pub db_inode: u64,
+    pub db_size: u64,
+    pub prepared_at: String,
 }
 
 fn journal_path(paths: &Paths) -> PathBuf {
     paths.restore_dir().join("journal.json")
 }
 
+fn aside_path(paths: &Paths) -> PathBuf {
+    paths.restore_dir().join("aside.json")
+}
+
+fn staged_path(paths: &Paths) -> PathBuf {
+    paths.restore_dir().join("staged.json")
+}
+
 /// The interrupted restore, if there is one.
 pub fn pending_journal(paths: &Paths) -> Result<Option<Journal>> {
     durable::read_json(&journal_path(paths))
+}
+
+/// The aside copy waiting for [`finalize`], if there is one.
+pub fn pending_aside(paths: &Paths) -> Result<Option<Aside>> {
+    durable::read_json(&aside_path(paths))
 }
 
 fn write_journal(paths: &Paths, j: &Journal) -> Result<()> {
@@ -157,7 +218,6 @@ pub fn referenced_stamps(paths: &Paths) -> HashSet<String> {
     let mut s = HashSet::new();
     if let Ok(Some(j)) = pending_journal(paths) {
         s.insert(j.stamp);
-        s.extend(j.pre_restore_snapshot);
     }
     if let Ok(Some(r)) = crate::init::pending_request(paths) {
         s.insert(r.stamp);
@@ -165,186 +225,40 @@ pub fn referenced_stamps(paths: &Paths) -> HashSet<String> {
     s
 }
 
-/// Restore a snapshot (see the module docs for the steps and guarantees).
-pub fn restore(paths: &Paths, opts: &RestoreOptions) -> Result<RestoreReport> {
-    let started = Instant::now();
-    let stamp = Stamp::parse(&opts.stamp)?;
-    if !opts.confirmed_service_stopped {
-        return Err(Error::NotConfirmed(stamp.to_string()));
-    }
-    let meta = match snapshot::metadata_of(paths, &stamp) {
-        Ok(m) => Some(m),
-        // A folder without readable metadata is an invalid snapshot, not an unknown one.
-        Err(Error::InvalidSnapshot { .. }) => None,
-        Err(e) => return Err(e),
-    };
-    if db::open_elsewhere(&paths.db)? {
-        return Err(Error::DatabaseInUse(paths.db.clone()));
-    }
-    let _lock = BackupLock::acquire(&paths.backup_dir)?;
-
-    // An interrupted restore is finished before anything else happens.
-    let pending = pending_journal(paths)?;
-    let mut recovered = None;
-    if let Some(j) = &pending
-        && !opts.dry_run
-    {
-        let done = finish(paths, j.clone())?;
-        recovered = Some(done.stamp.clone());
-        if done.stamp == stamp.as_str() {
-            return Ok(RestoreReport {
-                duration_ms: started.elapsed().as_millis() as u64,
-                recovered_interrupted_restore: recovered,
-                ..done
-            });
-        }
-    }
-
-    let snap_dir = paths.snapshot_dir(&stamp);
-    let report = if opts.prevalidated && snap_dir.join(manifest::MANIFEST_FILE).is_file() {
-        let (_, errors) = validate::quick(&snap_dir);
-        validate::ValidationReport {
-            stamp: stamp.to_string(),
-            valid: errors.is_empty(),
-            errors,
-            warnings: vec!["prevalidated_by_caller".into()],
-        }
-    } else {
-        validate::validate(paths, &stamp)?
-    };
-    let Some(meta) = meta.filter(|_| report.valid) else {
-        return Err(Error::InvalidSnapshot {
-            stamp: stamp.to_string(),
-            codes: report.errors,
-        });
-    };
-    let chroma = match opts.chroma {
-        ChromaChoice::Auto => meta.has_chroma(),
-        ChromaChoice::Skip => false,
-        ChromaChoice::Force if meta.has_chroma() => true,
-        ChromaChoice::Force => {
-            return Err(Error::Usage(format!(
-                "--chroma: snapshot `{stamp}` has no chroma copy; restore without --chroma or pick a snapshot taken with --include-chroma"
-            )));
-        }
-    };
-    let registry = meta.has_registry();
-    let take_pre = opts.pre_snapshot && paths.db.is_file();
-
-    if opts.dry_run {
-        return Ok(RestoreReport {
-            stamp: stamp.to_string(),
-            pre_restore_snapshot: None,
-            db_restored: false,
-            registry_restored: false,
-            chroma_restored: false,
-            restored_integrity_ok: false,
-            dry_run: true,
-            duration_ms: started.elapsed().as_millis() as u64,
-            recovered_interrupted_restore: None,
-            error: None,
-            plan: Some(RestorePlan {
-                snapshot: paths.snapshot_dir(&stamp).display().to_string(),
-                would_take_pre_restore_snapshot: take_pre,
-                db: paths.db.clone(),
-                registry: registry.then(|| paths.registry.clone()),
-                chroma: chroma.then(|| paths.chroma.clone()),
-                validation_warnings: report.warnings,
-                interrupted_restore_to_finish: pending.map(|j| j.stamp),
-            }),
-            warnings: Vec::new(),
-        });
-    }
-
-    let mut warnings = Vec::new();
-    let pre = if take_pre {
-        let m = snapshot::backup_locked(
-            paths,
-            &BackupOptions {
-                include_chroma: chroma && paths.chroma.is_dir(),
-                kind: Kind::PreRestore,
-                ..BackupOptions::default()
-            },
-            Hooks::default(),
-        )?;
-        Some(m.stamp)
-    } else {
-        if opts.pre_snapshot {
-            warnings.push("no_live_database_so_no_pre_restore_snapshot".to_string());
-        }
-        None
-    };
-    let journal = Journal {
-        stamp: stamp.to_string(),
-        pre_restore_snapshot: pre,
-        db: true,
-        registry,
-        chroma,
-        phase: Phase::Staging,
-        swapped: false,
-        attempt: 1,
-        started_at: Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
-    };
-    write_journal(paths, &journal)?;
-    let pre = journal.pre_restore_snapshot.clone();
-    let mut done = match execute(paths, journal, &meta) {
-        Ok(done) => done,
-        Err(e) => {
-            tracing::error!(stamp = %stamp, cause = %e, "restore failed");
-            RestoreReport {
-                stamp: stamp.to_string(),
-                pre_restore_snapshot: pre,
-                db_restored: false,
-                registry_restored: false,
-                chroma_restored: false,
-                restored_integrity_ok: false,
-                dry_run: false,
-                duration_ms: 0,
-                recovered_interrupted_restore: None,
-                plan: None,
-                error: Some(ErrorBody::from(&e)),
-                warnings: Vec::new(),
-            }
-        }
-    };
-    done.duration_ms = started.elapsed().as_millis() as u64;
-    done.recovered_interrupted_restore = recovered;
-    done.warnings.extend(warnings);
-    if !done.restored_integrity_ok && done.error.is_none() {
-        done.error = Some(ErrorBody {
-            error: "restored_integrity_check_failed".into(),
-            message: format!(
-                "the database restored from `{stamp}` failed its checks; restore the pre-restore snapshot"
-            ),
-        });
-    }
-    Ok(done)
+/// Where the aside copy of each live path goes.
+fn aside_db(paths: &Paths) -> PathBuf {
+    hidden_beside(&paths.db, "aside")
 }
 
-/// Finish the interrupted restore `j` (the lock is held by the caller). When its
-/// snapshot is no longer valid, fall back to its pre-restore snapshot.
-pub(crate) fn finish(paths: &Paths, mut j: Journal) -> Result<RestoreReport> {
-    tracing::warn!(stamp = %j.stamp, phase = ?j.phase, "finishing an interrupted restore");
-    let target = Stamp::parse(&j.stamp)?;
-    let report = validate::validate(paths, &target)?;
-    if !report.valid {
-        let Some(pre) = j.pre_restore_snapshot.clone() else {
-            return Err(Error::RestoreFailed {
-                stamp: j.stamp.clone(),
-                why: format!(
-                    "an interrupted restore cannot be finished: the snapshot is now invalid ({}) and there is no pre-restore snapshot; restore another snapshot by hand",
-                    report.errors.join(", ")
-                ),
-            });
-        };
-        tracing::warn!(stamp = %j.stamp, rollback_to = %pre, "snapshot of the interrupted restore is invalid now; rolling back");
-        j.stamp = pre;
-        j.pre_restore_snapshot = None;
-    }
-    let target = Stamp::parse(&j.stamp)?;
-    let meta = snapshot::metadata_of(paths, &target)?;
-    j.attempt += 1;
-    execute(paths, j, &meta)
+fn aside_registry(paths: &Paths) -> PathBuf {
+    hidden_beside(&paths.registry, "aside")
+}
+
+fn staging_dir(paths: &Paths) -> PathBuf {
+    paths.chroma.join(chroma::STAGING_DIR)
+}
+
+fn aside_chroma(paths: &Paths) -> PathBuf {
+    staging_dir(paths).join("aside")
+}
+
+fn hidden_beside(dest: &Path, what: &str) -> PathBuf {
+    let name = dest
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    dest.with_file_name(format!(".{name}.{what}"))
+}
+
+fn restore_tmp(dest: &Path) -> PathBuf {
+    hidden_beside(dest, "restore-tmp")
+}
+
+/// `path` with a suffix appended (`atocore.db` → `atocore.db-wal`).
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut s = path.as_os_str().to_os_string();
+    s.push(suffix);
+    PathBuf::from(s)
 }
 
 /// Test hook: when `ATOCORE_RESTORE_JOB_CRASH_AT` names this point, the process kills
@@ -363,91 +277,358 @@ pub(crate) fn crash_point(name: &str) {
     }
 }
 
-fn restore_tmp(dest: &Path) -> PathBuf {
-    let name = dest
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    dest.with_file_name(format!(".{name}.restore-tmp"))
+/// Which parts of a snapshot a restore covers.
+struct Parts {
+    registry: bool,
+    chroma: bool,
 }
 
-/// Steps 3 to 6, repeatable from the start after a crash.
-fn execute(paths: &Paths, mut j: Journal, meta: &Metadata) -> Result<RestoreReport> {
-    let stamp = j.stamp.clone();
-    let snap = paths.snapshot_dir(&Stamp::parse(&stamp)?);
-    let fail = |why: String| Error::RestoreFailed {
-        stamp: stamp.clone(),
-        why,
-    };
-    let hashes = match manifest::read(&snap)? {
-        Some(Ok(m)) => Some(m),
-        _ => None,
-    };
-
-    // --- stage ---
-    j.phase = Phase::Staging;
-    write_journal(paths, &j)?;
-    crash_point("after-journal");
-    let db_tmp = restore_tmp(&paths.db);
-    let reg_tmp = restore_tmp(&paths.registry);
-    let staging = paths.chroma.join(chroma::STAGING_DIR);
-    let staged = stage_all(
-        paths,
-        &j,
-        &snap,
-        meta,
-        hashes.as_ref(),
-        &db_tmp,
-        &reg_tmp,
-        &staging,
-    );
-    let index = match staged {
-        Ok(index) => index,
-        Err(e) => {
-            if !j.swapped {
-                // Nothing live was touched: leave no trace but the error.
-                let _ = fs::remove_file(&db_tmp);
-                let _ = fs::remove_file(&reg_tmp);
-                let _ = fs::remove_dir_all(&staging);
-                remove_if_exists(&journal_path(paths))?;
-            }
-            return Err(fail(e.to_string()));
+fn choose_parts(stamp: &Stamp, meta: &Metadata, choice: ChromaChoice) -> Result<Parts> {
+    let chroma = match choice {
+        ChromaChoice::Auto => meta.has_chroma(),
+        ChromaChoice::Skip => false,
+        ChromaChoice::Force if meta.has_chroma() => true,
+        ChromaChoice::Force => {
+            return Err(Error::Usage(format!(
+                "--chroma: snapshot `{stamp}` has no chroma copy; restore without --chroma or pick a snapshot taken with --include-chroma"
+            )));
         }
     };
+    Ok(Parts {
+        registry: meta.has_registry(),
+        chroma,
+    })
+}
 
-    // --- swap ---
-    j.phase = Phase::Swapping;
-    j.swapped = true;
-    write_journal(paths, &j)?;
-    crash_point("before-swap");
+/// Full validation, or the structural check for a caller that validated just before.
+fn check_snapshot(paths: &Paths, stamp: &Stamp, prevalidated: bool) -> Result<Metadata> {
+    let meta = match snapshot::metadata_of(paths, stamp) {
+        Ok(m) => Some(m),
+        // A folder without readable metadata is an invalid snapshot, not an unknown one.
+        Err(Error::InvalidSnapshot { .. }) => None,
+        Err(e) => return Err(e),
+    };
+    let dir = paths.snapshot_dir(stamp);
+    let errors = if prevalidated && dir.join(manifest::MANIFEST_FILE).is_file() {
+        validate::quick(&dir).1
+    } else {
+        validate::validate(paths, stamp)?.errors
+    };
+    match meta {
+        Some(m) if errors.is_empty() => Ok(m),
+        _ => Err(Error::InvalidSnapshot {
+            stamp: stamp.to_string(),
+            codes: if errors.is_empty() {
+                vec!["metadata_invalid_json".into()]
+            } else {
+                errors
+            },
+        }),
+    }
+}
+
+/// Stage a snapshot ahead of a restore, while the service still runs: validate it in
+/// full, copy it out next to the destinations, check the copy. Nothing live changes.
+/// The restore of the same stamp (and chroma choice) then only swaps.
+pub fn prepare(paths: &Paths, stamp: &str, choice: ChromaChoice) -> Result<Staged> {
+    let stamp = Stamp::parse(stamp)?;
+    let _lock = BackupLock::acquire(&paths.backup_dir)?;
+    if pending_journal(paths)?.is_some() {
+        return Err(Error::Busy(journal_path(paths)));
+    }
+    let meta = check_snapshot(paths, &stamp, false)?;
+    let parts = choose_parts(&stamp, &meta, choice)?;
+    remove_if_exists(&staged_path(paths))?;
+    stage_all(paths, &stamp, &meta, &parts)?;
+    let tmp =
+        fs::metadata(restore_tmp(&paths.db)).map_err(Error::io("stat", restore_tmp(&paths.db)))?;
+    let staged = Staged {
+        stamp: stamp.to_string(),
+        registry: parts.registry,
+        chroma: parts.chroma,
+        db_inode: tmp.ino(),
+        db_size: tmp.len(),
+        prepared_at: Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
+    };
+    durable::create_dir_all(&paths.restore_dir())?;
+    durable::write_json_atomic(&staged_path(paths), &staged)?;
+    tracing::info!(stamp = %stamp, chroma = parts.chroma, "restore staged ahead");
+    Ok(staged)
+}
+
+/// Restore a snapshot (see the module docs for the phases and guarantees).
+pub fn restore(paths: &Paths, opts: &RestoreOptions) -> Result<RestoreReport> {
+    let started = Instant::now();
+    let stamp = Stamp::parse(&opts.stamp)?;
+    if !opts.confirmed_service_stopped {
+        return Err(Error::NotConfirmed(stamp.to_string()));
+    }
+    if !paths.snapshot_dir(&stamp).is_dir() {
+        return Err(Error::UnknownStamp {
+            stamp: stamp.to_string(),
+            dir: paths.snapshots_dir(),
+        });
+    }
+    if db::open_elsewhere(&paths.db)? {
+        return Err(Error::DatabaseInUse(paths.db.clone()));
+    }
+    let _lock = BackupLock::acquire(&paths.backup_dir)?;
+
+    // An interrupted restore is finished, and an earlier aside copy made a snapshot,
+    // before anything else happens.
+    let pending = pending_journal(paths)?;
+    if opts.dry_run {
+        let meta = check_snapshot(paths, &stamp, opts.prevalidated)?;
+        let parts = choose_parts(&stamp, &meta, opts.chroma)?;
+        return Ok(RestoreReport {
+            stamp: stamp.to_string(),
+            dry_run: true,
+            duration_ms: started.elapsed().as_millis() as u64,
+            plan: Some(RestorePlan {
+                snapshot: paths.snapshot_dir(&stamp).display().to_string(),
+                would_take_pre_restore_snapshot: opts.pre_snapshot && paths.db.is_file(),
+                db: paths.db.clone(),
+                registry: parts.registry.then(|| paths.registry.clone()),
+                chroma: parts.chroma.then(|| paths.chroma.clone()),
+                validation_warnings: Vec::new(),
+                interrupted_restore_to_finish: pending.map(|j| j.stamp),
+                staged_ahead: staged_matches(paths, &stamp, &parts),
+            }),
+            ..RestoreReport::default()
+        });
+    }
+    let mut recovered = None;
+    if let Some(j) = pending {
+        let done = finish(paths, j)?;
+        recovered = Some(done.stamp.clone());
+        if done.stamp == stamp.as_str() {
+            let mut done = done;
+            if !opts.defer_pre_snapshot && done.restored_integrity_ok {
+                done.pre_restore_snapshot = finalize_locked(paths)?;
+                done.pre_restore_pending = false;
+            }
+            done.duration_ms = started.elapsed().as_millis() as u64;
+            done.recovered_interrupted_restore = recovered;
+            return Ok(done);
+        }
+    }
+    let mut warnings = Vec::new();
+    if let Some(earlier) = finalize_locked(paths)? {
+        warnings.push(format!("finished_earlier_pre_restore_snapshot:{earlier}"));
+    }
+
+    let meta = check_snapshot(paths, &stamp, opts.prevalidated)?;
+    let parts = choose_parts(&stamp, &meta, opts.chroma)?;
+    let now = Utc::now();
+    let journal = Journal {
+        id: now.format("%Y%m%dT%H%M%S%.6fZ").to_string(),
+        stamp: stamp.to_string(),
+        db: true,
+        registry: parts.registry,
+        chroma: parts.chroma,
+        phase: Phase::Staging,
+        pre_snapshot: opts.pre_snapshot,
+        attempt: 1,
+        started_at: now.to_rfc3339_opts(SecondsFormat::Millis, true),
+    };
+    if opts.pre_snapshot && !paths.db.is_file() {
+        warnings.push("no_live_database_so_no_pre_restore_snapshot".to_string());
+    }
+    let mut done = match execute(paths, journal, &meta) {
+        Ok(done) => done,
+        Err(e) => {
+            tracing::error!(stamp = %stamp, cause = %e, "restore failed");
+            RestoreReport {
+                stamp: stamp.to_string(),
+                error: Some(ErrorBody::from(&e)),
+                pre_restore_pending: pending_aside(paths).ok().flatten().is_some(),
+                ..RestoreReport::default()
+            }
+        }
+    };
+    if done.restored_integrity_ok && !opts.defer_pre_snapshot {
+        done.pre_restore_snapshot = finalize_locked(paths)?;
+        done.pre_restore_pending = false;
+    }
+    done.duration_ms = started.elapsed().as_millis() as u64;
+    done.recovered_interrupted_restore = recovered;
+    done.warnings.extend(warnings);
+    if !done.restored_integrity_ok && done.error.is_none() {
+        done.error = Some(ErrorBody {
+            error: "restored_integrity_check_failed".into(),
+            message: format!(
+                "the database restored from `{stamp}` failed its checks; the live state before the restore is kept aside ({}); restore the pre-restore snapshot",
+                aside_path(paths).display()
+            ),
+        });
+    }
+    Ok(done)
+}
+
+/// Finish the interrupted restore `j` (the lock is held by the caller).
+pub(crate) fn finish(paths: &Paths, mut j: Journal) -> Result<RestoreReport> {
+    tracing::warn!(stamp = %j.stamp, phase = ?j.phase, "finishing an interrupted restore");
+    let target = Stamp::parse(&j.stamp)?;
+    let report = validate::validate(paths, &target)?;
+    if !report.valid {
+        if j.phase == Phase::Staging {
+            // Nothing live was touched yet: drop it.
+            clear_staging(paths);
+            remove_if_exists(&journal_path(paths))?;
+            return Err(Error::InvalidSnapshot {
+                stamp: j.stamp,
+                codes: report.errors,
+            });
+        }
+        return Err(Error::RestoreFailed {
+            stamp: j.stamp.clone(),
+            why: format!(
+                "an interrupted restore cannot be finished: its snapshot is now invalid ({}). The live state from before it is kept aside as {} says; restore another snapshot by hand after removing {}",
+                report.errors.join(", "),
+                aside_path(paths).display(),
+                journal_path(paths).display()
+            ),
+        });
+    }
+    let meta = snapshot::metadata_of(paths, &target)?;
+    j.attempt += 1;
+    execute(paths, j, &meta)
+}
+
+fn staged_matches(paths: &Paths, stamp: &Stamp, parts: &Parts) -> bool {
+    let Ok(Some(s)) = durable::read_json::<Staged>(&staged_path(paths)) else {
+        return false;
+    };
+    let tmp_ok = fs::metadata(restore_tmp(&paths.db))
+        .map(|m| m.ino() == s.db_inode && m.len() == s.db_size)
+        .unwrap_or(false);
+    s.stamp == stamp.as_str()
+        && s.registry == parts.registry
+        && s.chroma == parts.chroma
+        && tmp_ok
+        && (!parts.registry || restore_tmp(&paths.registry).is_file())
+        && (!parts.chroma || staging_dir(paths).join("new").is_dir())
+}
+
+fn clear_staging(paths: &Paths) {
+    let _ = fs::remove_file(restore_tmp(&paths.db));
+    let _ = fs::remove_file(restore_tmp(&paths.registry));
+    let _ = fs::remove_dir_all(staging_dir(paths).join("new"));
+    let _ = fs::remove_file(staged_path(paths));
+    if let Ok(mut rd) = fs::read_dir(staging_dir(paths))
+        && rd.next().is_none()
+    {
+        let _ = fs::remove_dir(staging_dir(paths));
+    }
+}
+
+/// Phases 2 to 5, repeatable from the start after a crash.
+fn execute(paths: &Paths, mut j: Journal, meta: &Metadata) -> Result<RestoreReport> {
+    let stamp = Stamp::parse(&j.stamp)?;
+    let parts = Parts {
+        registry: j.registry,
+        chroma: j.chroma,
+    };
+    let fail = |why: String| Error::RestoreFailed {
+        stamp: stamp.to_string(),
+        why,
+    };
+    let db_tmp = restore_tmp(&paths.db);
+    let reg_tmp = restore_tmp(&paths.registry);
+
+    // --- stage (or reuse what prepare staged) ---
+    if j.phase == Phase::Staging {
+        write_journal(paths, &j)?;
+    }
+    crash_point("after-journal");
+    let staged_ahead = j.attempt == 1 && staged_matches(paths, &stamp, &parts);
+    let index = if staged_ahead {
+        tracing::info!(stamp = %stamp, "using the staging prepared ahead");
+        load_index(&paths.snapshot_dir(&stamp))?
+    } else {
+        match stage_all(paths, &stamp, meta, &parts) {
+            Ok(index) => index,
+            Err(e) => {
+                if j.phase == Phase::Staging {
+                    // Nothing live was touched: leave no trace but the error.
+                    clear_staging(paths);
+                    remove_if_exists(&journal_path(paths))?;
+                }
+                return Err(fail(e.to_string()));
+            }
+        }
+    };
+    let staged_db = fs::metadata(&db_tmp).map_err(Error::io("stat", &db_tmp))?;
+
+    // --- aside: the live state, renamed out of the way, is the safety copy ---
+    if j.phase <= Phase::Aside {
+        j.phase = Phase::Aside;
+        write_journal(paths, &j)?;
+        crash_point("before-swap");
+        let aside = match pending_aside(paths)? {
+            Some(a) if a.restore_id == j.id => a,
+            _ => {
+                let a = Aside {
+                    restore_id: j.id.clone(),
+                    restored_stamp: j.stamp.clone(),
+                    make_snapshot: j.pre_snapshot,
+                    db: aside_db(paths),
+                    registry: aside_registry(paths),
+                    chroma: j.chroma.then(|| aside_chroma(paths)),
+                    snapshot: None,
+                    created_at: Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
+                };
+                durable::write_json_atomic(&aside_path(paths), &a)?;
+                a
+            }
+        };
+        move_db_aside(paths, &aside.db)?;
+        crash_point("after-wal-removed");
+        if j.registry {
+            move_file_aside(&paths.registry, &aside.registry)?;
+        }
+        if let Some(chroma_aside) = &aside.chroma {
+            durable::create_dir_all(&paths.chroma)?;
+            chroma::move_out(&paths.chroma, chroma_aside, "chroma-moved-aside")?;
+        }
+    }
+
+    // --- swap in ---
+    if j.phase < Phase::SwapIn {
+        j.phase = Phase::SwapIn;
+        write_journal(paths, &j)?;
+    }
     for f in db::sidecar_files(&paths.db) {
         remove_if_exists(&f)?;
     }
-    durable::sync_parent(&paths.db)?;
-    crash_point("after-wal-removed");
-    swap_file(&db_tmp, &paths.db)?;
+    let db_renamed = swap_file(&db_tmp, &paths.db)?;
     crash_point("after-db-swap");
     if j.registry {
         swap_file(&reg_tmp, &paths.registry)?;
     }
     if let Some(index) = &index {
-        let aside = free_aside(&staging, j.attempt);
-        chroma::swap(&paths.chroma, &staging.join("new"), &aside, &index.root)?;
+        // Whatever is live now came from an interrupted swap-in of this same restore.
+        let trash = free_name(&staging_dir(paths), "trash");
+        chroma::move_out(&paths.chroma, &trash, "chroma-trash")?;
+        chroma::move_in(&staging_dir(paths).join("new"), &paths.chroma, &index.root)?;
     }
 
     // --- verify ---
     j.phase = Phase::Verifying;
     write_journal(paths, &j)?;
     crash_point("before-verify");
-    let (problems, facts) = db::check_file(&paths.db);
-    let mut integrity_ok = problems.is_empty();
-    if let (Some(f), Some(want)) = (&facts, &meta.row_counts) {
-        integrity_ok &= want.iter().all(|(t, n)| f.row_counts.get(t) == Some(n));
-    }
-    if facts.is_none() {
-        integrity_ok = false;
-    }
     let mut warnings = Vec::new();
+    let live = fs::metadata(&paths.db).map_err(Error::io("stat", &paths.db))?;
+    let same_file = db_renamed && live.ino() == staged_db.ino() && live.len() == staged_db.len();
+    let mut integrity_ok = if same_file {
+        // The live database is the very inode that passed integrity_check and the row
+        // counts while staged; nothing has opened it since.
+        true
+    } else {
+        let (problems, facts) = db::check_file(&paths.db);
+        warnings.extend(problems.iter().map(|p| format!("integrity_check: {p}")));
+        problems.is_empty() && facts.is_some_and(|f| counts_match(&f, meta))
+    };
     if let Some(index) = &index {
         let diffs = chroma::differences(&paths.chroma, index)?;
         if !diffs.is_empty() {
@@ -455,76 +636,99 @@ fn execute(paths: &Paths, mut j: Journal, meta: &Metadata) -> Result<RestoreRepo
             warnings.extend(diffs.into_iter().map(|d| format!("chroma_{d}")));
         }
     }
-    if !problems.is_empty() {
-        warnings.extend(
-            problems
-                .into_iter()
-                .map(|p| format!("integrity_check: {p}")),
-        );
-    }
 
-    // --- clean up ---
+    // --- clean up (the aside copy stays until finalize) ---
     crash_point("before-cleanup");
-    if integrity_ok && staging.exists() {
-        fs::remove_dir_all(&staging).map_err(Error::io("remove staging", &staging))?;
-        durable::sync_path(&paths.chroma)?;
+    if integrity_ok {
+        clear_staging(paths);
+        if let Ok(rd) = fs::read_dir(staging_dir(paths)) {
+            for e in rd.flatten() {
+                if e.file_name().to_string_lossy().starts_with("trash") {
+                    let _ = fs::remove_dir_all(e.path());
+                }
+            }
+        }
+        if paths.chroma.is_dir() {
+            durable::sync_path(&paths.chroma)?;
+        }
     }
-    let done = j;
     remove_if_exists(&journal_path(paths))?;
     durable::sync_path(&paths.restore_dir())?;
-    tracing::info!(stamp = %done.stamp, integrity_ok, "restore finished");
+    tracing::info!(stamp = %j.stamp, integrity_ok, staged_ahead, "restore swapped in");
     Ok(RestoreReport {
-        stamp: done.stamp,
-        pre_restore_snapshot: done.pre_restore_snapshot,
+        stamp: j.stamp,
         db_restored: true,
-        registry_restored: done.registry,
-        chroma_restored: done.chroma,
+        registry_restored: j.registry,
+        chroma_restored: j.chroma,
         restored_integrity_ok: integrity_ok,
-        dry_run: false,
-        duration_ms: 0,
-        recovered_interrupted_restore: None,
-        plan: None,
-        error: None,
+        pre_restore_pending: pending_aside(paths)?.is_some(),
+        staged_ahead,
         warnings,
+        ..RestoreReport::default()
     })
 }
 
-/// Stage every part of the snapshot beside its destination; returns the chroma index
-/// when chroma is restored.
-#[allow(clippy::too_many_arguments)]
+fn counts_match(f: &db::DbFacts, meta: &Metadata) -> bool {
+    meta.row_counts
+        .as_ref()
+        .is_none_or(|want| want.iter().all(|(t, n)| f.row_counts.get(t) == Some(n)))
+}
+
+fn load_index(snap: &Path) -> Result<Option<Index>> {
+    let snap_chroma = snap.join(CHROMA_REL);
+    Ok(Some(
+        match durable::read_json::<Index>(&snap.join(chroma::INDEX_FILE))? {
+            Some(i) => i,
+            None => chroma::scan(&snap_chroma)?,
+        },
+    ))
+}
+
+/// Stage every part of the snapshot beside its destination and check the staged
+/// database; returns the chroma index when chroma is restored.
 fn stage_all(
     paths: &Paths,
-    j: &Journal,
-    snap: &Path,
+    stamp: &Stamp,
     meta: &Metadata,
-    hashes: Option<&manifest::Manifest>,
-    db_tmp: &Path,
-    reg_tmp: &Path,
-    staging: &Path,
+    parts: &Parts,
 ) -> Result<Option<Index>> {
+    let snap = paths.snapshot_dir(stamp);
+    let hashes = match manifest::read(&snap)? {
+        Some(Ok(m)) => Some(m),
+        _ => None,
+    };
+    let db_tmp = restore_tmp(&paths.db);
     stage_file(
         &snap.join(DB_REL),
         &paths.db,
-        db_tmp,
-        hashes.and_then(|h| h.get(DB_REL)),
+        &db_tmp,
+        hashes.as_ref().and_then(|h| h.get(DB_REL)),
         meta.db_file,
     )?;
     crash_point("mid-stage");
-    if j.registry {
+    let (problems, facts) = db::check_file(&db_tmp);
+    if !problems.is_empty() || !facts.is_some_and(|f| counts_match(&f, meta)) {
+        let _ = fs::remove_file(&db_tmp);
+        return Err(Error::Usage(format!(
+            "the staged copy of {} failed integrity_check or its row counts ({}); pick another snapshot",
+            snap.join(DB_REL).display(),
+            problems.join("; ")
+        )));
+    }
+    if parts.registry {
         stage_file(
             &snap.join(REGISTRY_REL),
             &paths.registry,
-            reg_tmp,
-            hashes.and_then(|h| h.get(REGISTRY_REL)),
+            &restore_tmp(&paths.registry),
+            hashes.as_ref().and_then(|h| h.get(REGISTRY_REL)),
             meta.registry_file,
         )?;
     }
-    if !j.chroma {
+    if !parts.chroma {
         return Ok(None);
     }
-    let snap_chroma = snap.join(CHROMA_REL);
     let index_path = snap.join(chroma::INDEX_FILE);
-    if let Some(want) = hashes.and_then(|h| h.get(chroma::INDEX_FILE))
+    if let Some(want) = hashes.as_ref().and_then(|h| h.get(chroma::INDEX_FILE))
         && &durable::sha256_file(&index_path)? != want
     {
         return Err(Error::Usage(format!(
@@ -532,14 +736,16 @@ fn stage_all(
             index_path.display()
         )));
     }
-    let index = match durable::read_json::<Index>(&index_path)? {
-        Some(i) => i,
-        // A legacy snapshot has no index: its tree is the index (no hashes to check).
-        None => chroma::scan(&snap_chroma)?,
-    };
-    durable::create_dir_all(staging)?;
-    chroma::stage(&snap_chroma, &index, &staging.join("new"))?;
-    Ok(Some(index))
+    let index = load_index(&snap)?;
+    if let Some(index) = &index {
+        durable::create_dir_all(&staging_dir(paths))?;
+        chroma::stage(
+            &snap.join(CHROMA_REL),
+            index,
+            &staging_dir(paths).join("new"),
+        )?;
+    }
+    Ok(index)
 }
 
 /// Copy a snapshot file out to `tmp` beside `dest`, check it against the manifest,
@@ -582,30 +788,132 @@ fn stage_file(
     durable::sync_parent(tmp)
 }
 
-/// Rename the staged file over `dest`; where `dest` is a mount point (EBUSY) or on
-/// another file system (EXDEV), rewrite its content in place instead.
-fn swap_file(tmp: &Path, dest: &Path) -> Result<()> {
-    match fs::rename(tmp, dest) {
+fn is_mount_error(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EBUSY) | Some(libc::EXDEV))
+}
+
+/// Move the live database and its `-wal`/`-journal` aside (the `-shm` is rebuilt by
+/// SQLite and deleted). A file already aside is never overwritten, so a rerun after a
+/// crash keeps the original. A database that is itself a mount point is copied aside
+/// instead (it is rewritten in place afterwards).
+fn move_db_aside(paths: &Paths, aside: &Path) -> Result<()> {
+    if !aside.exists() && paths.db.exists() {
+        move_file_aside(&paths.db, aside)?;
+    }
+    for suffix in ["-wal", "-journal"] {
+        let live = with_suffix(&paths.db, suffix);
+        let to = with_suffix(aside, suffix);
+        if live.exists() && !to.exists() {
+            move_file_aside(&live, &to)?;
+        }
+    }
+    remove_if_exists(&with_suffix(&paths.db, "-shm"))?;
+    durable::sync_parent(&paths.db)
+}
+
+fn move_file_aside(live: &Path, aside: &Path) -> Result<()> {
+    if aside.exists() || !live.exists() {
+        return Ok(());
+    }
+    match fs::rename(live, aside) {
         Ok(()) => {}
-        Err(e) if matches!(e.raw_os_error(), Some(libc::EBUSY) | Some(libc::EXDEV)) => {
+        Err(e) if is_mount_error(&e) => {
+            let part = with_suffix(aside, ".partial");
+            remove_if_exists(&part)?;
+            durable::copy_file_hashed(live, &part)?;
+            fs::rename(&part, aside).map_err(Error::io("move aside", aside))?;
+        }
+        Err(e) => return Err(Error::io("move aside", live)(e)),
+    }
+    durable::sync_parent(aside)
+}
+
+/// Rename the staged file over `dest`; where `dest` is a mount point (EBUSY) or on
+/// another file system (EXDEV), rewrite its content in place instead. Returns whether
+/// it was a rename (the live file is then the staged inode).
+fn swap_file(tmp: &Path, dest: &Path) -> Result<bool> {
+    let renamed = match fs::rename(tmp, dest) {
+        Ok(()) => true,
+        Err(e) if is_mount_error(&e) => {
             tracing::info!(path = %dest.display(), cause = %e, "destination is a mount point; rewriting it in place");
             durable::rewrite_in_place(tmp, dest)?;
             fs::remove_file(tmp).map_err(Error::io("remove", tmp))?;
+            false
         }
         Err(e) => return Err(Error::io("move into place", dest)(e)),
-    }
-    durable::sync_parent(dest)
+    };
+    durable::sync_parent(dest)?;
+    Ok(renamed)
 }
 
-fn free_aside(staging: &Path, attempt: u32) -> PathBuf {
-    let mut n = attempt;
-    loop {
-        let p = staging.join(format!("old-{n}"));
-        if !p.exists() {
-            return p;
-        }
-        n += 1;
+/// Turn the aside copy of a restore into a published `pre-restore` snapshot (unless
+/// the restore said `--no-pre-snapshot`), then delete it. Returns the snapshot's
+/// stamp. Nothing to do: `Ok(None)`. Safe to run again after a crash.
+pub fn finalize(paths: &Paths) -> Result<Option<String>> {
+    let _lock = BackupLock::acquire(&paths.backup_dir)?;
+    finalize_locked(paths)
+}
+
+pub(crate) fn finalize_locked(paths: &Paths) -> Result<Option<String>> {
+    let Some(mut aside) = pending_aside(paths)? else {
+        return Ok(None);
+    };
+    if pending_journal(paths)?.is_some_and(|j| j.id == aside.restore_id) {
+        // Its restore is still under way; it finishes first.
+        return Ok(None);
     }
+    if aside.make_snapshot && aside.snapshot.is_none() && aside.db.is_file() {
+        let from = Paths {
+            storage_root: paths.storage_root.clone(),
+            db: aside.db.clone(),
+            registry: aside.registry.clone(),
+            chroma: aside.chroma.clone().unwrap_or_else(|| paths.chroma.clone()),
+            backup_dir: paths.backup_dir.clone(),
+        };
+        let m = snapshot::backup_locked(
+            &from,
+            &BackupOptions {
+                include_chroma: aside.chroma.as_ref().is_some_and(|c| c.is_dir()),
+                kind: Kind::PreRestore,
+                source_paths: Some(paths.clone()),
+                ..BackupOptions::default()
+            },
+            Hooks::default(),
+        )?;
+        aside.snapshot = Some(m.stamp);
+        durable::write_json_atomic(&aside_path(paths), &aside)?;
+    }
+    crash_point("finalize-published");
+    for f in [
+        aside.db.clone(),
+        with_suffix(&aside.db, "-wal"),
+        with_suffix(&aside.db, "-shm"),
+        with_suffix(&aside.db, "-journal"),
+        aside.registry.clone(),
+    ] {
+        remove_if_exists(&f)?;
+    }
+    if let Some(c) = &aside.chroma
+        && c.exists()
+    {
+        fs::remove_dir_all(c).map_err(Error::io("remove", c))?;
+    }
+    if let Ok(mut rd) = fs::read_dir(staging_dir(paths))
+        && rd.next().is_none()
+    {
+        let _ = fs::remove_dir(staging_dir(paths));
+    }
+    remove_if_exists(&aside_path(paths))?;
+    durable::sync_path(&paths.restore_dir())?;
+    tracing::info!(snapshot = ?aside.snapshot, "pre-restore snapshot finished; aside copy removed");
+    Ok(aside.snapshot)
+}
+
+fn free_name(dir: &Path, base: &str) -> PathBuf {
+    (1..)
+        .map(|n| dir.join(format!("{base}-{n}")))
+        .find(|p| !p.exists())
+        .unwrap_or_else(|| dir.join(base))
 }
 
 fn remove_if_exists(p: &Path) -> Result<()> {

@@ -52,6 +52,9 @@ pub struct BackupOptions {
     pub build_sha: Option<String>,
     /// Upper bound for the online database copy.
     pub timeout: Duration,
+    /// The live paths to record as `source`, when the copy is read from elsewhere (a
+    /// pre-restore snapshot is made from the live files moved aside).
+    pub source_paths: Option<Paths>,
 }
 
 impl Default for BackupOptions {
@@ -61,6 +64,7 @@ impl Default for BackupOptions {
             kind: Kind::Manual,
             build_sha: None,
             timeout: Duration::from_secs(3600),
+            source_paths: None,
         }
     }
 }
@@ -275,6 +279,7 @@ pub(crate) fn backup_locked(
     manifest::write(&partial, &hashes)?;
     let validate_ms = validate_started.elapsed().as_millis() as u64;
 
+    let source = opts.source_paths.as_ref().unwrap_or(paths);
     let db_size = fs::metadata(&db_out)
         .map_err(Error::io("stat", &db_out))?
         .len();
@@ -297,10 +302,10 @@ pub(crate) fn backup_locked(
             version: env!("CARGO_PKG_VERSION").into(),
         }),
         source: Some(Source {
-            storage_root: paths.storage_root.display().to_string(),
-            db_path: paths.db.display().to_string(),
-            registry_path: paths.registry.display().to_string(),
-            chroma_path: paths.chroma.display().to_string(),
+            storage_root: source.storage_root.display().to_string(),
+            db_path: source.db.display().to_string(),
+            registry_path: source.registry.display().to_string(),
+            chroma_path: source.chroma.display().to_string(),
             hostname: gethostname::gethostname().to_string_lossy().into_owned(),
             build_sha: opts.build_sha.clone(),
         }),

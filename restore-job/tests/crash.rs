@@ -97,11 +97,25 @@ fn kill_9_at_each_point_then_rerun_ends_in_the_snapshot_state() {
             stamp.as_str(),
             "{point}"
         );
-        assert!(
-            again.json["pre_restore_snapshot"].is_string(),
-            "{point}: the rerun lost the pre-restore stamp"
-        );
         assert_snapshot_state(&i, &snap_chroma, rows, point);
+        // The live state from before the restore survived the crash as the
+        // pre-restore snapshot: the 9 rows and the chroma changes made after the snapshot.
+        let pre = again.json["pre_restore_snapshot"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{point}: no pre-restore snapshot: {}", again.stdout));
+        assert_eq!(
+            count_rows(&i.snapshot_dir(pre).join("db/atocore.db"), "memories"),
+            rows + 9,
+            "{point}"
+        );
+        assert!(
+            i.snapshot_dir(pre).join("chroma/added.bin").is_file(),
+            "{point}"
+        );
+        assert!(
+            !i.paths.restore_dir().join("aside.json").exists(),
+            "{point}"
+        );
     }
 }
 
@@ -209,13 +223,136 @@ fn a_prevalidated_request_still_refuses_bytes_damaged_after_validation() {
         "{}",
         r.stdout
     );
-    // Nothing live changed, no journal or staging is left, and the pre-restore
-    // snapshot that was taken is named in the result for the operator.
+    // Nothing live changed (so no safety copy was needed), no journal or staging is left.
     assert_eq!(
         (tree(&i.paths.chroma), i.count_rows("memories")),
         live_before
     );
     assert!(!i.paths.restore_dir().join("journal.json").exists());
+    assert!(!i.paths.restore_dir().join("aside.json").exists());
     assert!(!i.paths.chroma.join(".atocore-restore").exists());
-    assert!(r.json["result"]["pre_restore_snapshot"].is_string());
+    assert!(r.json["result"]["pre_restore_snapshot"].is_null());
+    assert_eq!(i.stamps().len(), 1);
+}
+
+/// Write a restore request for `init`.
+fn request(i: &Install, body: serde_json::Value) {
+    std::fs::create_dir_all(i.paths.restore_dir()).unwrap();
+    std::fs::write(i.paths.restore_dir().join("request.json"), body.to_string()).unwrap();
+}
+
+#[test]
+fn a_deferred_pre_restore_snapshot_is_made_by_finalize_and_survives_a_crash() {
+    let (i, stamp, snap_chroma, rows) = prepared();
+    request(
+        &i,
+        serde_json::json!({"request_id": "d1", "stamp": stamp, "defer_pre_snapshot": true, "prevalidated": true}),
+    );
+    let r = i.run(&["init"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(r.json["result"]["pre_restore_pending"], true);
+    assert!(r.json["result"]["pre_restore_snapshot"].is_null());
+    // Live data equals the snapshot; the safety copy waits in the staging folder.
+    let live: Tree = tree(&i.paths.chroma)
+        .into_iter()
+        .filter(|(k, _)| !k.starts_with(".atocore-restore"))
+        .collect();
+    assert_eq!(&live, &snap_chroma);
+    assert_eq!(i.count_rows("memories"), rows);
+    assert!(
+        i.paths
+            .chroma
+            .join(".atocore-restore/aside/added.bin")
+            .is_file()
+    );
+    assert!(i.paths.restore_dir().join("aside.json").exists());
+    assert_eq!(i.stamps().len(), 1, "no pre-restore snapshot yet");
+
+    // The service may run again meanwhile; finalize reads only the aside copy.
+    i.add_memories(2, "service-back");
+    let crashed = i.run_env(
+        &["finalize"],
+        &[("ATOCORE_RESTORE_JOB_CRASH_AT", "finalize-published")],
+    );
+    assert_eq!(crashed.code, -1);
+    let f = i.run(&["finalize"]);
+    assert_eq!(f.code, 0, "{}\n{}", f.stdout, f.stderr);
+    let pre = f.json["pre_restore_snapshot"].as_str().unwrap();
+    let stamps = i.stamps();
+    assert_eq!(
+        stamps.len(),
+        2,
+        "a crash after publishing must not make a second snapshot: {stamps:?}"
+    );
+    assert_eq!(
+        count_rows(&i.snapshot_dir(pre).join("db/atocore.db"), "memories"),
+        rows + 9
+    );
+    assert!(i.snapshot_dir(pre).join("chroma/added.bin").is_file());
+    let meta: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(i.snapshot_dir(pre).join("backup-metadata.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(meta["kind"], "pre-restore");
+    assert_eq!(meta["source"]["db_path"], i.paths.db.display().to_string());
+    assert!(!i.paths.restore_dir().join("aside.json").exists());
+    assert!(!i.paths.chroma.join(".atocore-restore").exists());
+    assert_eq!(
+        i.count_rows("memories"),
+        rows + 2,
+        "finalize touched the live database"
+    );
+    let again = i.run(&["finalize"]);
+    assert!(again.json["pre_restore_snapshot"].is_null());
+}
+
+#[test]
+fn init_without_a_request_finalizes_a_pending_aside_copy() {
+    let (i, stamp, _, rows) = prepared();
+    request(
+        &i,
+        serde_json::json!({"request_id": "d2", "stamp": stamp, "defer_pre_snapshot": true}),
+    );
+    assert_eq!(i.run(&["init"]).code, 0);
+    let r = i.run(&["init"]);
+    assert_eq!(r.code, 0, "{}", r.stdout);
+    let pre = r.json["finalized_pre_restore_snapshot"].as_str().unwrap();
+    assert_eq!(
+        count_rows(&i.snapshot_dir(pre).join("db/atocore.db"), "memories"),
+        rows + 9
+    );
+}
+
+#[test]
+fn prepare_stages_while_the_service_runs_and_restore_only_swaps() {
+    let (i, stamp, snap_chroma, rows) = prepared();
+    // A connection held open, like the running service: prepare does not mind.
+    let service = rusqlite::Connection::open(&i.paths.db).unwrap();
+    service
+        .execute_batch("SELECT count(*) FROM memories;")
+        .unwrap();
+    let p = i.run(&["prepare", &stamp]);
+    assert_eq!(p.code, 0, "{}\n{}", p.stdout, p.stderr);
+    assert_eq!(p.json["stamp"], stamp.as_str());
+    assert_eq!(p.json["chroma"], true);
+    // The service keeps writing after the staging; the restore must still win.
+    service
+        .execute(
+            "INSERT INTO memories (memory_type, content, project, confidence, created_at) VALUES ('e', 'late', 't', 1.0, 'now')",
+            [],
+        )
+        .unwrap();
+    let refused = i.run(&["restore", &stamp, "--confirm-service-stopped"]);
+    assert_eq!(refused.code, 2, "the database is still open");
+    drop(service);
+    let r = i.run(&["restore", &stamp, "--confirm-service-stopped"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(r.json["staged_ahead"], true);
+    assert_snapshot_state(&i, &snap_chroma, rows, "prepared");
+    let pre = r.json["pre_restore_snapshot"].as_str().unwrap();
+    assert_eq!(
+        count_rows(&i.snapshot_dir(pre).join("db/atocore.db"), "memories"),
+        rows + 10
+    );
+    assert!(!i.paths.restore_dir().join("staged.json").exists());
 }
