@@ -19,7 +19,7 @@ use rusqlite::{Connection, OpenFlags};
 use crate::error::{Error, Result};
 
 /// Pages copied per backup step; cancellation and the deadline are checked between steps.
-const PAGES_PER_STEP: i32 = 4096;
+const PAGES_PER_STEP: i32 = 16384;
 
 /// What the online backup produced.
 #[derive(Debug, Clone)]

@@ -181,7 +181,6 @@ pub(crate) fn backup_locked(
     let db_out = partial.join(DB_REL);
     let live_db_meta = fs::metadata(&paths.db).map_err(Error::io("stat", &paths.db))?;
     let outcome = db::online_backup(&paths.db, &db_out, opts.timeout, hooks.keep_going)?;
-    durable::sync_path(&db_out)?;
 
     let mut registry_file = None;
     let registry_copied = match fs::read(&paths.registry) {
@@ -255,15 +254,21 @@ pub(crate) fn backup_locked(
 
     // --- validate: hash the database on one core while SQLite checks it on the other ---
     let validate_started = Instant::now();
-    let (db_hash, (problems, facts)) = std::thread::scope(|s| {
+    // The copy's fsync (I/O-bound) overlaps with the hashing and the integrity check
+    // (CPU-bound); the snapshot is published only after all three are done.
+    let (synced, db_hash, (problems, facts)) = std::thread::scope(|s| {
+        let sync = s.spawn(|| durable::sync_path(&db_out));
         let h = s.spawn(|| durable::sha256_file(&db_out));
         let checked = db::check_file(&db_out);
         (
+            sync.join()
+                .unwrap_or_else(|_| Err(Error::Cancelled("the backup's fsync"))),
             h.join()
-                .unwrap_or_else(|_| Err(Error::Cancelled("hashing"))),
+                .unwrap_or_else(|_| Err(Error::Cancelled("the backup's hashing"))),
             checked,
         )
     });
+    synced?;
     hashes.insert(DB_REL.to_string(), db_hash?);
     let mut errors: Vec<String> = problems
         .iter()
