@@ -55,9 +55,9 @@ pub struct ScheduleStatus {
 /// Assemble the report.
 pub async fn report(state: &Arc<State>) -> HealthReport {
     let now = Utc::now();
-    let summary = state.summary.get(&state.config.paths).await;
+    let listing = state.summary.listing(&state.config.paths).await;
     let docker = state.docker.reachability().await;
-    build(state, &summary, docker, now)
+    build(state, &listing.summary, docker, now)
 }
 
 fn build(state: &State, s: &Summary, docker: Reachability, now: DateTime<Utc>) -> HealthReport {

@@ -76,6 +76,15 @@ pub fn reply<T: Serialize>(status: StatusCode, value: &T) -> Reply {
     r
 }
 
+/// A response with an already-serialized JSON body.
+pub fn bytes(status: StatusCode, body: Bytes) -> Reply {
+    let mut r = Response::new(Full::new(body));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
 /// The contract's error body with the error's status (plus `Allow` on 405 and
 /// `WWW-Authenticate` on 401).
 pub fn error(e: &Error) -> Reply {

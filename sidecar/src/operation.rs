@@ -124,6 +124,7 @@ pub(crate) async fn backup_with(
                 kind,
                 build_sha,
                 timeout: st.config.backup_timeout,
+                ..BackupOptions::default()
             },
             Hooks {
                 quiesce: quiesce.as_mut().map(|q| q as &mut dyn Quiesce),

@@ -20,7 +20,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Instant;
 
-use atocore_restore_job::{Kind, Stamp, snapshot, validate};
+use atocore_restore_job::{Kind, Stamp, validate};
 use chrono::Utc;
 use hyper::body::Incoming;
 use hyper::{Method, Request, StatusCode};
@@ -155,11 +155,11 @@ async fn read<T: serde::de::DeserializeOwned>(req: Request<Incoming>, state: &St
 }
 
 async fn list(state: &Arc<State>) -> Result<Reply> {
-    let paths = state.config.paths.clone();
-    let report = tokio::task::spawn_blocking(move || snapshot::list(&paths))
-        .await
-        .map_err(|e| Error::Internal(format!("listing snapshots: {e}")))??;
-    Ok(json::reply(StatusCode::OK, &report))
+    let listing = state.summary.listing(&state.config.paths).await;
+    match &listing.body {
+        Ok(body) => Ok(json::bytes(StatusCode::OK, body.clone())),
+        Err(e) => Err(Error::Internal(format!("listing snapshots: {e}"))),
+    }
 }
 
 async fn validate(state: &Arc<State>, stamp: &str) -> Result<Reply> {
@@ -179,12 +179,12 @@ async fn validate(state: &Arc<State>, stamp: &str) -> Result<Reply> {
 }
 
 async fn metrics(state: &Arc<State>) -> Reply {
-    let summary = state.summary.get(&state.config.paths).await;
+    let listing = state.summary.listing(&state.config.paths).await;
     let docker = state.docker.reachability().await;
     let running = state.gate.running();
     let now = Utc::now();
     let text = state.metrics.render(&Scrape {
-        summary: &summary,
+        summary: &listing.summary,
         docker_up: docker.reachable,
         operation_running: running.as_ref().map(|r| r.operation),
         paused: state.paused.is_set(),

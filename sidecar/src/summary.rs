@@ -1,6 +1,13 @@
-//! What `/health` and `/metrics` say about the snapshots: a summary of `list` plus the
-//! last drill record, cached for a few seconds (and dropped after every operation of
-//! this sidecar) so that a busy `/health` never rereads a thousand metadata files.
+//! The snapshots as the API serves them: the `list` body (`GET /admin/backup`) and a
+//! summary of it plus the last drill record (`/health`, `/metrics`), read together and
+//! cached, so that a busy `/health` or a thousand listed snapshots never mean a thousand
+//! metadata reads per request.
+//!
+//! A cached listing is reused while all of these hold: it is less than [`TTL`] old, no
+//! operation of this sidecar ran since (they invalidate it), and the snapshots folder's
+//! modification time is unchanged (another process publishing or deleting a snapshot
+//! renames an entry there, which changes it). Published snapshots are immutable, so the
+//! only changes this misses for up to [`TTL`] are files damaged inside a snapshot.
 //!
 //! The disk is the truth: a snapshot exists only once it was published, so "last
 //! success per kind" is read from the snapshots themselves and survives restarts.
@@ -10,7 +17,9 @@ use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
 
 use atocore_restore_job::snapshot::{self, Listed};
 use atocore_restore_job::{Kind, Paths, Stamp};
@@ -18,8 +27,8 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
 
-/// How long a summary is reused.
-pub const TTL: Duration = Duration::from_secs(5);
+/// How long a listing is reused at most.
+pub const TTL: Duration = Duration::from_secs(2);
 
 /// File of drill records, one JSON object per line.
 pub const DRILLS_FILE: &str = "drills.jsonl";
@@ -64,9 +73,17 @@ pub struct Summary {
     pub error: Option<String>,
 }
 
-impl Summary {
+/// One reading of the snapshots folder.
+#[derive(Debug, Clone)]
+pub struct Listing {
+    /// The `GET /admin/backup` body (the CLI's `list` JSON), or the error.
+    pub body: Result<Bytes, String>,
+    pub summary: Summary,
+}
+
+impl Listing {
     /// Read the snapshots folder and the drill log (blocking).
-    pub fn read(paths: &Paths) -> Summary {
+    pub fn read(paths: &Paths) -> Listing {
         let mut s = Summary {
             last_drill: last_drill(&paths.backup_dir.join(DRILLS_FILE)),
             ..Summary::default()
@@ -75,7 +92,10 @@ impl Summary {
             Ok(r) => r,
             Err(e) => {
                 s.error = Some(e.to_string());
-                return s;
+                return Listing {
+                    body: Err(e.to_string()),
+                    summary: s,
+                };
             }
         };
         for l in &report.backups {
@@ -99,7 +119,13 @@ impl Summary {
             s.by_kind.insert(snap.kind, snap.clone());
             s.newest = Some(snap);
         }
-        s
+        let body = serde_json::to_vec_pretty(&report)
+            .map(|mut v| {
+                v.push(b'\n');
+                Bytes::from(v)
+            })
+            .map_err(|e| e.to_string());
+        Listing { body, summary: s }
     }
 }
 
@@ -140,39 +166,69 @@ pub fn last_drill(path: &Path) -> Option<Value> {
         .find_map(|l| serde_json::from_str(l).ok())
 }
 
-/// The cached [`Summary`]: one reader at a time refreshes it; the others wait for it.
+/// The cached [`Listing`]: one reader at a time refreshes it; the others wait for it.
 #[derive(Debug, Default)]
 pub struct SummaryCache {
-    slot: tokio::sync::Mutex<Option<(Instant, u64, Arc<Summary>)>>,
+    slot: tokio::sync::Mutex<Option<Cached>>,
     generation: AtomicU64,
 }
 
+#[derive(Debug)]
+struct Cached {
+    at: Instant,
+    generation: u64,
+    mtime: Option<SystemTime>,
+    listing: Arc<Listing>,
+}
+
+fn folder_mtime(paths: &Paths) -> Option<SystemTime> {
+    std::fs::metadata(paths.snapshots_dir())
+        .and_then(|m| m.modified())
+        .ok()
+}
+
 impl SummaryCache {
-    /// Drop the cached summary (callable from any thread).
+    /// Drop the cached listing (callable from any thread).
     pub fn invalidate(&self) {
         self.generation.fetch_add(1, Ordering::SeqCst);
     }
 
-    /// The summary, at most [`TTL`] old and newer than the last invalidation.
-    pub async fn get(&self, paths: &Paths) -> Arc<Summary> {
+    /// The listing (see the module docs for how fresh it is).
+    pub async fn listing(&self, paths: &Paths) -> Arc<Listing> {
         let mut slot = self.slot.lock().await;
         let generation = self.generation.load(Ordering::SeqCst);
-        if let Some((at, g, s)) = slot.as_ref()
-            && *g == generation
-            && at.elapsed() < TTL
+        let mtime = folder_mtime(paths);
+        if let Some(c) = slot.as_ref()
+            && c.generation == generation
+            && c.at.elapsed() < TTL
+            && c.mtime == mtime
         {
-            return Arc::clone(s);
+            return Arc::clone(&c.listing);
         }
         let p = paths.clone();
-        let fresh = Arc::new(
-            tokio::task::spawn_blocking(move || Summary::read(&p))
+        let at = Instant::now();
+        let listing = Arc::new(
+            tokio::task::spawn_blocking(move || Listing::read(&p))
                 .await
-                .unwrap_or_else(|e| Summary {
-                    error: Some(format!("reading the snapshots failed: {e}")),
-                    ..Summary::default()
+                .unwrap_or_else(|e| Listing {
+                    body: Err(format!("reading the snapshots failed: {e}")),
+                    summary: Summary {
+                        error: Some(format!("reading the snapshots failed: {e}")),
+                        ..Summary::default()
+                    },
                 }),
         );
-        *slot = Some((Instant::now(), generation, Arc::clone(&fresh)));
-        fresh
+        *slot = Some(Cached {
+            at,
+            generation,
+            mtime,
+            listing: Arc::clone(&listing),
+        });
+        listing
+    }
+
+    /// The summary part of [`SummaryCache::listing`].
+    pub async fn get(&self, paths: &Paths) -> Summary {
+        self.listing(paths).await.summary.clone()
     }
 }
