@@ -165,6 +165,14 @@ pub struct Arguments {
         global = true
     )]
     pub docker_timeout_secs: u64,
+    /// How long atocore gets to stop (SIGTERM, then SIGKILL) before a restore, in seconds.
+    #[arg(
+        long,
+        env = "ATOCORE_STOP_TIMEOUT_SECS",
+        default_value_t = 30,
+        global = true
+    )]
+    pub stop_timeout_secs: u64,
     /// How long the restore-job container may run, in seconds.
     #[arg(
         long,
@@ -242,6 +250,7 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     pub backup_timeout: Duration,
     pub docker_timeout: Duration,
+    pub stop_timeout: Duration,
     pub restore_timeout: Duration,
     pub healthy_timeout: Duration,
 }
@@ -329,6 +338,7 @@ impl Config {
             shutdown_timeout: Duration::from_secs(a.shutdown_secs),
             backup_timeout: Duration::from_secs(a.backup_timeout_secs),
             docker_timeout: Duration::from_secs(a.docker_timeout_secs),
+            stop_timeout: Duration::from_secs(a.stop_timeout_secs),
             restore_timeout: Duration::from_secs(a.restore_timeout_secs),
             healthy_timeout: Duration::from_secs(a.healthy_timeout_secs),
         })

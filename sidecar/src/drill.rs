@@ -1,37 +1,254 @@
 //! The live restore drill (`POST /admin/drill`) and its history (`GET /admin/drill`).
+//!
+//! The drill (CONTRACT §4) proves on the live system that a restore brings data back:
+//! 1. a snapshot with chroma (`kind: drill`; atocore paused for the chroma copy);
+//! 2. a marker memory `DRILL-MARKER-<id>` (project `drill`) through atocore's
+//!    `POST /memory`, seen in `GET /memory?project=drill`;
+//! 3. an orchestrated restore of the drill snapshot ([`crate::orchestrator`]);
+//! 4. checks: the marker is gone, atocore's `/health` is `ok`, `build_sha` unchanged;
+//! 5. the record (stamps, pass/fail, each check, downtime) is appended to
+//!    `<backup_dir>/drills.jsonl`, one JSON object per line, fsynced.
+//!
+//! A drill that cannot start (Docker unreachable, another operation running) records
+//! nothing and answers 503/409; one that started is always recorded. Checks not reached
+//! are `null`.
 
+use std::io::Write;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use atocore_restore_job::{Kind, Stamp};
+use chrono::{SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Value, json};
 
-use crate::error::{CLI_RESTORE, Error, Result};
+use crate::atocore;
+use crate::error::{Error, Result};
+use crate::operation::{self, Gate};
+use crate::orchestrator;
 use crate::state::State;
 use crate::summary::DRILLS_FILE;
 
-/// Body of `POST /admin/drill` (no fields yet; unknown ones are refused).
+/// Body of `POST /admin/drill` (no fields; unknown ones are refused).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DrillBody {}
 
-/// One drill record.
-#[derive(Debug, Clone, Serialize)]
+/// Each check of a drill; `None`: not reached.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Checks {
+    pub snapshot_taken: Option<bool>,
+    pub marker_written: Option<bool>,
+    pub marker_visible: Option<bool>,
+    pub restore_ok: Option<bool>,
+    pub marker_gone: Option<bool>,
+    pub atocore_healthy: Option<bool>,
+    pub build_sha_unchanged: Option<bool>,
+}
+
+impl Checks {
+    fn all_passed(&self) -> bool {
+        [
+            self.snapshot_taken,
+            self.marker_written,
+            self.marker_visible,
+            self.restore_ok,
+            self.marker_gone,
+            self.atocore_healthy,
+            self.build_sha_unchanged,
+        ]
+        .iter()
+        .all(|c| *c == Some(true))
+    }
+}
+
+/// One drill, as appended to `drills.jsonl` and returned by `POST /admin/drill`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct DrillRecord {
+    pub id: String,
+    pub started_at: String,
+    pub finished_at: String,
     pub passed: bool,
+    /// The drill snapshot restored.
+    pub stamp: Option<String>,
+    pub pre_restore_snapshot: Option<String>,
+    pub marker: String,
+    pub checks: Checks,
+    pub downtime_ms: Option<u64>,
+    pub rolled_back: bool,
+    pub build_sha_before: Option<String>,
+    pub build_sha_after: Option<String>,
+    pub duration_ms: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// `GET /admin/drill`.
 #[derive(Debug, Clone, Serialize)]
 pub struct DrillHistory {
     pub drills_file: String,
+    /// Oldest first.
     pub drills: Vec<Value>,
 }
 
-/// Run the drill.
-pub async fn run(_state: &Arc<State>) -> Result<DrillRecord> {
-    Err(Error::Unavailable(format!(
-        "the live drill needs the orchestrated restore, which is not available in this sidecar yet; restore by hand: {CLI_RESTORE}"
-    )))
+/// Run the drill (takes the gate; runs as its own task, like a restore).
+pub async fn run(state: &Arc<State>) -> Result<DrillRecord> {
+    let guard = Gate::try_begin(state, "drill")?;
+    orchestrator::preflight(state).await?;
+    let st = Arc::clone(state);
+    state
+        .tasks
+        .spawn(async move {
+            let _guard = guard;
+            drill(&st).await
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("the drill task stopped: {e}")))?
+}
+
+fn now() -> String {
+    Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// Run `f(atocore_url)` on a blocking thread (atocore's client is blocking).
+async fn call<T: Send + 'static>(
+    state: &Arc<State>,
+    f: impl FnOnce(&str) -> std::result::Result<T, String> + Send + 'static,
+) -> std::result::Result<T, String> {
+    let url = state.config.atocore_url.clone();
+    operation::blocking(state, None, "atocore call", move || Ok(f(&url)))
+        .await
+        .map_err(|e| e.to_string())?
+}
+
+async fn marker_present(state: &Arc<State>, marker: &str) -> std::result::Result<bool, String> {
+    let m = marker.to_string();
+    call(state, move |url| {
+        let (status, body) =
+            atocore::get_json(url, "/memory?project=drill", Duration::from_secs(10))?;
+        if status != 200 {
+            return Err(format!(
+                "GET /memory?project=drill answered {status}: {body}"
+            ));
+        }
+        Ok(body.to_string().contains(&m))
+    })
+    .await
+}
+
+async fn drill(state: &Arc<State>) -> Result<DrillRecord> {
+    let started = Instant::now();
+    let id = Utc::now().format("%Y%m%dT%H%M%S%3fZ").to_string();
+    let mut r = DrillRecord {
+        marker: format!("DRILL-MARKER-{id}"),
+        id,
+        started_at: now(),
+        ..DrillRecord::default()
+    };
+    let outcome = steps(state, &mut r).await;
+    if let Err(msg) = outcome {
+        r.error = Some("drill_failed".into());
+        r.message = Some(msg);
+    }
+    r.passed = r.checks.all_passed();
+    if !r.passed && r.error.is_none() {
+        r.error = Some("drill_failed".into());
+        r.message = Some("a drill check failed; see `checks`".into());
+    }
+    r.duration_ms = started.elapsed().as_millis() as u64;
+    r.finished_at = now();
+    let path = state.config.paths.backup_dir.join(DRILLS_FILE);
+    let line = serde_json::to_string(&r).unwrap_or_else(|_| "{}".into());
+    operation::blocking(state, None, "append the drill record", move || {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(Error::io("open", &path))?;
+        f.write_all(format!("{line}\n").as_bytes())
+            .and_then(|()| f.sync_all())
+            .map_err(Error::io("append to", &path))
+    })
+    .await?;
+    state.summary.invalidate();
+    state.metrics.record_drill(r.passed);
+    if r.passed {
+        tracing::info!(op = "drill", outcome = "passed", stamp = ?r.stamp, downtime_ms = r.downtime_ms, duration_ms = r.duration_ms, "drill passed");
+    } else {
+        tracing::error!(op = "drill", outcome = "failed", stamp = ?r.stamp, checks = ?r.checks, cause = r.message.as_deref().unwrap_or(""), duration_ms = r.duration_ms, "drill failed");
+    }
+    Ok(r)
+}
+
+/// The drill's steps; `Err` says where it stopped.
+async fn steps(state: &Arc<State>, r: &mut DrillRecord) -> std::result::Result<(), String> {
+    // 1. The drill snapshot.
+    let meta = operation::backup_with(state, None, true, Kind::Drill).await;
+    r.checks.snapshot_taken = Some(meta.is_ok());
+    let meta = meta.map_err(|e| format!("the drill snapshot failed: {e}"))?;
+    r.stamp = Some(meta.stamp.clone());
+
+    // 2. The marker.
+    let body = json!({
+        "memory_type": "episodic",
+        "content": r.marker,
+        "project": "drill",
+        "confidence": 1.0,
+    });
+    let written = call(state, move |url| {
+        atocore::post_json(url, "/memory", &body, Duration::from_secs(10))
+    })
+    .await;
+    let ok = matches!(&written, Ok((200 | 201, _)));
+    r.checks.marker_written = Some(ok);
+    if !ok {
+        return Err(format!(
+            "POST /memory did not store the marker: {written:?}"
+        ));
+    }
+    let visible = marker_present(state, &r.marker).await?;
+    r.checks.marker_visible = Some(visible);
+    if !visible {
+        return Err("the marker is not listed by GET /memory?project=drill".into());
+    }
+
+    // 3. The restore.
+    let stamp = Stamp::parse(&meta.stamp).map_err(|e| e.to_string())?;
+    let resp = match orchestrator::orchestrate(state, &stamp, None, true).await {
+        Ok(Ok(resp)) => resp,
+        Ok(Err(failed)) => {
+            let resp = failed.response;
+            r.checks.restore_ok = Some(false);
+            r.downtime_ms = resp.downtime_ms;
+            r.rolled_back = resp.rolled_back;
+            r.build_sha_before = resp.build_sha_before;
+            r.build_sha_after = resp.build_sha_after;
+            return Err(format!(
+                "the restore failed: {}",
+                resp.message.unwrap_or_default()
+            ));
+        }
+        Err(e) => {
+            r.checks.restore_ok = Some(false);
+            return Err(format!("the restore was refused: {e}"));
+        }
+    };
+    r.checks.restore_ok = Some(resp.restored_integrity_ok && resp.healthy);
+    r.pre_restore_snapshot = resp.pre_restore_snapshot.clone();
+    r.downtime_ms = resp.downtime_ms;
+    r.build_sha_before = resp.build_sha_before.clone();
+    r.build_sha_after = resp.build_sha_after.clone();
+
+    // 4. The checks.
+    let present = marker_present(state, &r.marker).await?;
+    r.checks.marker_gone = Some(!present);
+    let health = call(state, |url| atocore::health(url, Duration::from_secs(5))).await;
+    r.checks.atocore_healthy = Some(health.is_ok_and(|h| h.is_ok()));
+    r.checks.build_sha_unchanged =
+        Some(r.build_sha_before.is_some() && r.build_sha_before == r.build_sha_after);
+    Ok(())
 }
 
 /// The drill records, oldest first.

@@ -155,7 +155,11 @@ fn log_backup(
             kind = kind.as_str(),
             include_chroma,
             stamp = %m.stamp,
-            chroma_quiesced = ?m.chroma_quiesced,
+            chroma_quiesced = match m.chroma_quiesced {
+                Some(true) => "true",
+                Some(false) => "false",
+                None => "n/a",
+            },
             db_size_bytes = m.db_size_bytes,
             duration_ms,
             "backup finished"

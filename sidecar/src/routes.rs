@@ -124,8 +124,10 @@ async fn route(req: Request<Incoming>, state: &Arc<State>) -> Result<Reply> {
         ["admin", "restore"] => {
             allow(&req, "POST")?;
             let body: orchestrator::RestoreBody = read(req, state).await?;
-            let r = orchestrator::restore(state, body).await?;
-            Ok(json::reply(StatusCode::OK, &r))
+            match orchestrator::restore(state, body).await? {
+                Ok(r) => Ok(json::reply(StatusCode::OK, &r)),
+                Err(failed) => Ok(json::reply(failed.status, &failed.response)),
+            }
         }
         ["admin", "drill"] => {
             allow(&req, "GET, POST")?;

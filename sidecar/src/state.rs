@@ -34,7 +34,10 @@ impl State {
     pub fn new(config: Config, shutdown: CancellationToken) -> Arc<State> {
         let docker = Arc::new(Docker::new(
             &config.docker_host,
-            config.docker_timeout,
+            // A stop call lasts up to the stop timeout; the client must outwait it.
+            config
+                .docker_timeout
+                .max(config.stop_timeout + std::time::Duration::from_secs(15)),
             &config.atocore_container,
             &config.restore_container,
         ));

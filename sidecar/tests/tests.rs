@@ -10,4 +10,5 @@ mod bad_input;
 mod binary;
 mod concurrency;
 mod docker;
+mod orchestration;
 mod schedule;
