@@ -3,9 +3,11 @@
 
     make_sample.py ROOT ROWS [CHROMA_FILES] [CHROMA_FILE_BYTES]
 
-ROOT/data/db/atocore.db: WAL-mode SQLite with ROWS memories (~180 bytes each, plus an
-index), ROOT/config/project-registry.json, ROOT/data/chroma/ with a chroma.sqlite3 and
-CHROMA_FILES segment files of CHROMA_FILE_BYTES bytes (defaults 8 x 1 MiB).
+ROOT/data/db/atocore.db: WAL-mode SQLite with ROWS memories (~180 bytes each, plus two
+indexes) in the atocore stand-in's schema (so the stand-in can serve it),
+ROOT/config/project-registry.json, ROOT/data/chroma/ with one segment folder of
+CHROMA_FILES files of CHROMA_FILE_BYTES bytes (defaults 8 x 1 MiB). No chroma.sqlite3:
+the stand-in creates its own when it serves the root.
 """
 import json
 import os
@@ -25,19 +27,22 @@ def main():
     con = sqlite3.connect(os.path.join(db_dir, "atocore.db"))
     con.execute("PRAGMA journal_mode=WAL")
     con.execute(
-        "CREATE TABLE IF NOT EXISTS memories (id INTEGER PRIMARY KEY, memory_type TEXT NOT NULL,"
-        " content TEXT NOT NULL, project TEXT, confidence REAL, created_at TEXT NOT NULL)"
+        "CREATE TABLE IF NOT EXISTS memories (id TEXT PRIMARY KEY, memory_type TEXT NOT NULL,"
+        " content TEXT NOT NULL, project TEXT NOT NULL, confidence REAL NOT NULL,"
+        " created_at TEXT NOT NULL)"
     )
-    con.execute("CREATE INDEX IF NOT EXISTS memories_project ON memories(project)")
+    con.execute(
+        "CREATE INDEX IF NOT EXISTS memories_by_project ON memories (project, created_at)"
+    )
     filler = "lorem ipsum dolor sit amet " * 6
     batch = 50_000
     done = 0
     while done < rows:
         n = min(batch, rows - done)
         con.executemany(
-            "INSERT INTO memories (memory_type, content, project, confidence, created_at)"
-            " VALUES ('episodic', ?, 'bench', 0.9, datetime('now'))",
-            ((f"memory {done + i} {filler}",) for i in range(n)),
+            "INSERT INTO memories (id, memory_type, content, project, confidence, created_at)"
+            " VALUES (?, 'episodic', ?, 'bench', 0.9, datetime('now'))",
+            ((f"bench-{done + i:012d}", f"memory {done + i} {filler}") for i in range(n)),
         )
         con.commit()
         done += n
@@ -45,11 +50,6 @@ def main():
     con.close()
     with open(os.path.join(root, "config", "project-registry.json"), "w") as f:
         json.dump({"projects": [{"name": "bench"}]}, f)
-    c = sqlite3.connect(os.path.join(chroma, "chroma.sqlite3"))
-    c.execute("CREATE TABLE IF NOT EXISTS embeddings (id INTEGER PRIMARY KEY, seg TEXT)")
-    c.execute("INSERT INTO embeddings (seg) VALUES ('bench')")
-    c.commit()
-    c.close()
     for i in range(files):
         p = os.path.join(seg, f"data_level{i}.bin")
         if not os.path.exists(p):

@@ -2,7 +2,11 @@
 # Benchmark of atocore-sidecar (not a test). Three numbers, release build, no Docker:
 #   1. idle RSS of the sidecar (target: under 15 MB);
 #   2. GET /admin/backup latency with 1,000 snapshots listed (target: p99 under 50 ms);
-#   3. wrk load on GET /health while a backup of a large database runs (target: no errors).
+#   3. wrk load on GET /health while a backup of a large database runs (target: no errors);
+#   4. when the images exist (deploy/build-images.sh): the orchestrated restore's downtime
+#      on that database, db only and with chroma, next to the stand-in's own start time.
+#      Images: BENCH_STANDIN_IMAGE (atocore-standin:local), BENCH_RESTORE_JOB_IMAGE
+#      (atocore-restore-job:local); needs a Docker engine; skipped otherwise.
 #
 #   bench/sidecar/run.sh
 #   ROWS=3000000 DURATION=20 bench/sidecar/run.sh   # bigger database, longer load
@@ -27,8 +31,10 @@ job=$CARGO_TARGET_DIR/release/atocore-restore-job
 rm -rf "$out"
 mkdir -p "$out"
 pids=()
+containers=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for c in "${containers[@]}"; do docker rm -f "$c" >/dev/null 2>&1 || true; done
   wait 2>/dev/null || true
   if [ -z "${KEEP:-}" ]; then rm -rf "$out"; fi
 }
@@ -37,12 +43,14 @@ trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 
-# start_sidecar ROOT -> sets $pid and $base
+# start_sidecar ROOT [FLAGS...] -> sets $pid and $base
 start_sidecar() {
   local port; port=$(free_port)
-  "$side" --storage-root "$1" --addr "127.0.0.1:$port" --token "$token" --no-schedule \
-    --docker-host unix:///nonexistent/docker.sock --atocore-url http://127.0.0.1:9 \
-    --log-format json 2>>"$out/sidecar.log" &
+  local root=$1; shift
+  local flags=("$@")
+  [ "${#flags[@]}" -gt 0 ] || flags=(--docker-host unix:///nonexistent/docker.sock --atocore-url http://127.0.0.1:9)
+  "$side" --storage-root "$root" --addr "127.0.0.1:$port" --token "$token" --no-schedule \
+    "${flags[@]}" --log-format json 2>>"$out/sidecar.log" &
   pid=$!
   pids+=("$pid")
   base="http://127.0.0.1:$port"
@@ -105,4 +113,42 @@ echo "   errors: ${errors:-none}"
 timing() { python3 -c 'import json,sys; m=json.load(open(sys.argv[1])); print("%s ms (copy %s + validate %s)" % (m.get("duration_ms"), m.get("copy_ms"), m.get("validate_ms")))' "$1"; }
 echo "   backup: HTTP $status; alone $(timing "$out/backup-alone.json"); under load $(timing "$out/backup-loaded.json")"
 echo "   RSS after: $(rss_kb "$pid") KiB"
-[ "$status" = 200 ] && [ -z "$errors" ]
+[ "$status" = 200 ] && [ -z "$errors" ] || { echo "bench: errors under load" >&2; exit 1; }
+kill "$pid"; wait "$pid" 2>/dev/null || true
+
+# --- 4: orchestrated restore downtime on the same database ----------------------------
+standin_image=${BENCH_STANDIN_IMAGE:-atocore-standin:local}
+job_image=${BENCH_RESTORE_JOB_IMAGE:-atocore-restore-job:local}
+if ! docker image inspect "$standin_image" >/dev/null 2>&1 || ! docker image inspect "$job_image" >/dev/null 2>&1; then
+  echo "4. skipped: images $standin_image / $job_image not found (deploy/build-images.sh builds them)"
+  exit 0
+fi
+aport=$(free_port)
+atocore=bench-sidecar-atocore-$$
+job=bench-sidecar-restore-job-$$
+containers+=("$atocore" "$job")
+docker run -d --name "$atocore" --user 0:0 --network host -e "ATOCORE_STORAGE_ROOT=$big" \
+  -e "ATOCORE_LISTEN=127.0.0.1:$aport" -e ATOCORE_BUILD_SHA=bench -v "$big:$big" "$standin_image" serve >/dev/null
+docker create --name "$job" --network none -e "ATOCORE_STORAGE_ROOT=$big" -v "$big:$big" "$job_image" init >/dev/null
+wait_atocore() { for _ in $(seq 600); do curl -fs "http://127.0.0.1:$aport/health" >/dev/null 2>&1 && return; sleep 0.01; done; echo "bench: atocore did not come up" >&2; exit 1; }
+wait_atocore
+# The stand-in's own start time: docker start until /health answers (median of 3).
+starts=()
+for _ in 1 2 3; do
+  docker stop -t 10 "$atocore" >/dev/null
+  t0=$(date +%s%N); docker start "$atocore" >/dev/null; wait_atocore
+  starts+=($(( ($(date +%s%N) - t0) / 1000000 )))
+done
+start_ms=$(printf '%s\n' "${starts[@]}" | sort -n | sed -n 2p)
+stop0=$(date +%s%N); docker stop -t 10 "$atocore" >/dev/null; stop_ms=$(( ($(date +%s%N) - stop0) / 1000000 )); docker start "$atocore" >/dev/null; wait_atocore
+start_sidecar "$big" --docker-host "${DOCKER_HOST:-unix:///var/run/docker.sock}" --container "$atocore" \
+  --restore-container "$job" --atocore-url "http://127.0.0.1:$aport"
+db_stamp=$(curl -fs -X POST -H "Authorization: Bearer $token" -d '{}' "$base/admin/backup" | python3 -c 'import json,sys; print(json.load(sys.stdin)["stamp"])')
+ch_stamp=$(curl -fs -X POST -H "Authorization: Bearer $token" -d '{"include_chroma": true}' "$base/admin/backup" | python3 -c 'import json,sys; print(json.load(sys.stdin)["stamp"])')
+restore() {
+  curl -s -X POST -H "Authorization: Bearer $token" -d "$1" "$base/admin/restore" > "$out/restore.json"
+  python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); assert r.get("healthy") and not r.get("error"), r; print("downtime %s ms (restore job %s ms, staged ahead: %s), whole call %s ms, build_sha %s -> %s" % (r["downtime_ms"], r["restore_job_ms"], r["staged_ahead"], r["duration_ms"], r["build_sha_before"], r["build_sha_after"]))' "$out/restore.json"
+}
+echo "4. orchestrated restore of the ${db_mb} MiB database (stand-in as atocore: stop ${stop_ms} ms, start-to-healthy ${start_ms} ms):"
+echo "   db only:     $(restore "{\"stamp\": \"$db_stamp\", \"include_chroma\": false}")"
+echo "   with chroma: $(restore "{\"stamp\": \"$ch_stamp\"}")"

@@ -39,7 +39,7 @@ use std::time::{Duration, Instant};
 
 use atocore_restore_job::init::{self, RestoreRequest, RestoreResult};
 use atocore_restore_job::restore::{self, ChromaChoice};
-use atocore_restore_job::{ErrorBody, Stamp};
+use atocore_restore_job::{ErrorBody, Stamp, validate};
 use chrono::{SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -214,13 +214,27 @@ pub async fn orchestrate(
     preflight(state).await?;
 
     // 1. Validate and stage while atocore still runs.
-    let (p, s) = (paths.clone(), stamp.to_string());
-    let staged = blocking(state, "prepare", move || {
-        Ok(restore::prepare(
-            &p,
-            &s,
-            ChromaChoice::from_option(include_chroma),
-        )?)
+    let (p, s) = (paths.clone(), stamp.clone());
+    let staged_chroma = blocking(state, "prepare", move || {
+        let meta = atocore_restore_job::snapshot::metadata_of(&p, &s)?;
+        let chroma = include_chroma.unwrap_or_else(|| meta.has_chroma());
+        if chroma {
+            Ok(restore::prepare(&p, s.as_str(), ChromaChoice::from_option(include_chroma))?.chroma)
+        } else {
+            // Work-around: the engine's restore reuses a staging made ahead only when
+            // chroma is part of the restore; for a database-only restore it fails
+            // (it loads the snapshot's chroma index regardless). So for those, validate
+            // fully here and let the job stage during the downtime.
+            let report = validate::validate(&p, &s)?;
+            if !report.valid {
+                return Err(atocore_restore_job::Error::InvalidSnapshot {
+                    stamp: s.to_string(),
+                    codes: report.errors,
+                }
+                .into());
+            }
+            Ok(false)
+        }
     })
     .await?;
     let build_sha_before = build_sha(state).await;
@@ -254,7 +268,7 @@ pub async fn orchestrate(
         op = "restore",
         stamp = %stamp,
         request_id = %req.request_id,
-        staged_chroma = staged.chroma,
+        staged_ahead = staged_chroma,
         "restore staged; stopping atocore"
     );
 

@@ -332,6 +332,27 @@ fn an_orchestrated_restore_reverts_a_change_and_keeps_build_sha() {
     let m = sc.get("/metrics").body;
     assert!(m.contains("atocore_restores_total 1\n"), "{m}");
     assert!(m.contains("atocore_restore_last_downtime_seconds "), "{m}");
+
+    // A database-only snapshot, restored without chroma.
+    let db_only = sc.post("/admin/backup", "{}").json()["stamp"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    stack.remember("added-after-the-db-only-snapshot");
+    let r = sc.post(
+        "/admin/restore",
+        &json!({"stamp": db_only, "include_chroma": false}).to_string(),
+    );
+    assert_eq!(r.status, 200, "{}\n{}", r.body, stack.logs());
+    let v = r.json();
+    assert_eq!(v["healthy"], true, "{v}");
+    assert_eq!(v["chroma_restored"], false, "{v}");
+    assert!(
+        !stack
+            .memories()
+            .contains("added-after-the-db-only-snapshot")
+    );
+    assert!(stack.memories().contains("kept-before-the-snapshot"));
 }
 
 #[test]
