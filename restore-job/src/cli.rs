@@ -295,7 +295,7 @@ fn dispatch(paths: &Paths, command: Command) -> Result<(Value, u8)> {
 
 /// Print the JSON document on stdout. A closed pipe is not an error.
 pub fn print(v: &Value) {
-    let mut out = std::io::stdout().lock();
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let _ = serde_json::to_writer_pretty(&mut out, v);
     let _ = out.write_all(b"\n");
     let _ = out.flush();

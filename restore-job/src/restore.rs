@@ -356,6 +356,17 @@ pub fn prepare(paths: &Paths, stamp: &str, choice: ChromaChoice) -> Result<Stage
     Ok(staged)
 }
 
+/// Drop what [`prepare`] staged (a caller that gave up before restoring). Refused
+/// while a restore is under way; nothing staged is fine.
+pub fn unprepare(paths: &Paths) -> Result<()> {
+    let _lock = BackupLock::acquire(&paths.backup_dir)?;
+    if pending_journal(paths)?.is_some() {
+        return Err(Error::Busy(journal_path(paths)));
+    }
+    clear_staging(paths);
+    Ok(())
+}
+
 /// Restore a snapshot (see the module docs for the phases and guarantees).
 pub fn restore(paths: &Paths, opts: &RestoreOptions) -> Result<RestoreReport> {
     let started = Instant::now();
@@ -542,20 +553,25 @@ fn execute(paths: &Paths, mut j: Journal, meta: &Metadata) -> Result<RestoreRepo
     }
     crash_point("after-journal");
     let staged_ahead = j.attempt == 1 && staged_matches(paths, &stamp, &parts);
-    let index = if staged_ahead {
+    let staged = if staged_ahead {
         tracing::info!(stamp = %stamp, "using the staging prepared ahead");
-        load_index(&paths.snapshot_dir(&stamp))?
+        if parts.chroma {
+            load_index(&paths.snapshot_dir(&stamp))
+        } else {
+            Ok(None)
+        }
     } else {
-        match stage_all(paths, &stamp, meta, &parts) {
-            Ok(index) => index,
-            Err(e) => {
-                if j.phase == Phase::Staging {
-                    // Nothing live was touched: leave no trace but the error.
-                    clear_staging(paths);
-                    remove_if_exists(&journal_path(paths))?;
-                }
-                return Err(fail(e.to_string()));
+        stage_all(paths, &stamp, meta, &parts)
+    };
+    let index = match staged {
+        Ok(index) => index,
+        Err(e) => {
+            if j.phase == Phase::Staging {
+                // Nothing live was touched: leave no trace but the error.
+                clear_staging(paths);
+                remove_if_exists(&journal_path(paths))?;
             }
+            return Err(fail(e.to_string()));
         }
     };
     let staged_db = fs::metadata(&db_tmp).map_err(Error::io("stat", &db_tmp))?;

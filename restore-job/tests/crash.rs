@@ -356,3 +356,36 @@ fn prepare_stages_while_the_service_runs_and_restore_only_swaps() {
     );
     assert!(!i.paths.restore_dir().join("staged.json").exists());
 }
+
+#[test]
+fn a_database_only_restore_staged_ahead_swaps_and_unprepare_drops_staging() {
+    let i = Install::new();
+    let m = i.backup(&[]);
+    let stamp = m["stamp"].as_str().unwrap();
+    i.add_memories(4, "after");
+    let p = i.run(&["prepare", stamp]);
+    assert_eq!(p.code, 0, "{}", p.stdout);
+    assert_eq!(p.json["chroma"], false);
+    let r = i.run(&["restore", stamp, "--confirm-service-stopped"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(r.json["staged_ahead"], true);
+    assert_eq!(i.count_rows("memories"), 200);
+    assert!(!i.paths.restore_dir().join("journal.json").exists());
+    assert!(!i.paths.restore_dir().join("staged.json").exists());
+
+    // A caller that stages and then gives up leaves nothing behind.
+    let with_chroma = i.backup(&["--include-chroma"]);
+    let before = tree(&i.paths.chroma);
+    atocore_restore_job::restore::prepare(
+        &i.paths,
+        with_chroma["stamp"].as_str().unwrap(),
+        atocore_restore_job::ChromaChoice::Auto,
+    )
+    .unwrap();
+    assert!(i.paths.chroma.join(".atocore-restore/new").is_dir());
+    atocore_restore_job::restore::unprepare(&i.paths).unwrap();
+    assert_eq!(tree(&i.paths.chroma), before);
+    assert!(!i.paths.restore_dir().join("staged.json").exists());
+    let tmp = i.paths.db.with_file_name(".atocore.db.restore-tmp");
+    assert!(!tmp.exists());
+}
