@@ -583,7 +583,16 @@ fn execute(paths: &Paths, mut j: Journal, meta: &Metadata) -> Result<RestoreRepo
         crash_point("before-swap");
         let aside = match pending_aside(paths)? {
             Some(a) if a.restore_id == j.id => a,
-            _ => {
+            Some(other) => {
+                // Never reached through `restore`/`init`, which finalize an earlier
+                // aside copy first; refusing keeps its files from being mistaken for
+                // this restore's.
+                return Err(fail(format!(
+                    "the live state moved aside by the restore of `{}` is still waiting to become a snapshot; run `atocore-restore-job finalize` first",
+                    other.restored_stamp
+                )));
+            }
+            None => {
                 let a = Aside {
                     restore_id: j.id.clone(),
                     restored_stamp: j.stamp.clone(),
