@@ -285,21 +285,27 @@ pub fn snapshot_copy(
             }
         }
     }
-    // Folders last, deepest first: their mtimes change while children are added.
+    finish_dirs(&index, dst)?;
+    sync_path(dst)?;
+    Ok((index, stats))
+}
+
+/// Give the folders of a copied tree their recorded mode, owner and mtime, and fsync
+/// them. Folders last, deepest first: their mtimes change while children are added.
+fn finish_dirs(index: &Index, base: &Path) -> Result<()> {
     for e in index
         .entries
         .iter()
         .rev()
         .filter(|e| e.kind == EntryKind::Dir)
     {
-        let out = safe_join(dst, &e.path)?;
+        let out = safe_join(base, &e.path)?;
         fs::set_permissions(&out, fs::Permissions::from_mode(e.mode))
             .map_err(Error::io("set mode of", &out))?;
         sync_path(&out)?;
         set_owner_and_mtime(&out, e.uid, e.gid, Some(e.mtime_ns))?;
     }
-    sync_path(dst)?;
-    Ok((index, stats))
+    Ok(())
 }
 
 /// Copy a snapshot's chroma tree out into `new` (a fresh folder), checking every file's
@@ -345,18 +351,7 @@ pub fn stage(snapshot_chroma: &Path, index: &Index, new: &Path) -> Result<()> {
             }
         }
     }
-    for e in index
-        .entries
-        .iter()
-        .rev()
-        .filter(|e| e.kind == EntryKind::Dir)
-    {
-        let out = safe_join(new, &e.path)?;
-        fs::set_permissions(&out, fs::Permissions::from_mode(e.mode))
-            .map_err(Error::io("set mode of", &out))?;
-        sync_path(&out)?;
-        set_owner_and_mtime(&out, e.uid, e.gid, Some(e.mtime_ns))?;
-    }
+    finish_dirs(index, new)?;
     sync_path(new)
 }
 
