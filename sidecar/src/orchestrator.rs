@@ -39,7 +39,7 @@ use std::time::{Duration, Instant};
 
 use atocore_restore_job::init::{self, RestoreRequest, RestoreResult};
 use atocore_restore_job::restore::{self, ChromaChoice};
-use atocore_restore_job::{ErrorBody, Stamp, validate};
+use atocore_restore_job::{ErrorBody, Stamp};
 use chrono::{SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -214,27 +214,13 @@ pub async fn orchestrate(
     preflight(state).await?;
 
     // 1. Validate and stage while atocore still runs.
-    let (p, s) = (paths.clone(), stamp.clone());
-    let staged_chroma = blocking(state, "prepare", move || {
-        let meta = atocore_restore_job::snapshot::metadata_of(&p, &s)?;
-        let chroma = include_chroma.unwrap_or_else(|| meta.has_chroma());
-        if chroma {
-            Ok(restore::prepare(&p, s.as_str(), ChromaChoice::from_option(include_chroma))?.chroma)
-        } else {
-            // Work-around: the engine's restore reuses a staging made ahead only when
-            // chroma is part of the restore; for a database-only restore it fails
-            // (it loads the snapshot's chroma index regardless). So for those, validate
-            // fully here and let the job stage during the downtime.
-            let report = validate::validate(&p, &s)?;
-            if !report.valid {
-                return Err(atocore_restore_job::Error::InvalidSnapshot {
-                    stamp: s.to_string(),
-                    codes: report.errors,
-                }
-                .into());
-            }
-            Ok(false)
-        }
+    let (p, s) = (paths.clone(), stamp.to_string());
+    let staged = blocking(state, "prepare", move || {
+        Ok(restore::prepare(
+            &p,
+            &s,
+            ChromaChoice::from_option(include_chroma),
+        )?)
     })
     .await?;
     let build_sha_before = build_sha(state).await;
@@ -257,18 +243,23 @@ pub async fn orchestrate(
         requested_by: Some(format!("atocore-sidecar {}", env!("CARGO_PKG_VERSION"))),
     };
     if state.shutdown.is_cancelled() {
+        unprepare(state).await;
         return Err(Error::ShuttingDown);
     }
     let (p, r) = (paths.clone(), req.clone());
-    blocking(state, "write the restore request", move || {
+    if let Err(e) = blocking(state, "write the restore request", move || {
         Ok(init::write_request(&p, &r)?)
     })
-    .await?;
+    .await
+    {
+        unprepare(state).await;
+        return Err(e);
+    }
     tracing::info!(
         op = "restore",
         stamp = %stamp,
         request_id = %req.request_id,
-        staged_ahead = staged_chroma,
+        staged_chroma = staged.chroma,
         "restore staged; stopping atocore"
     );
 
@@ -281,6 +272,7 @@ pub async fn orchestrate(
     {
         let p = paths.clone();
         let _ = blocking(state, "withdraw", move || Ok(init::withdraw_request(&p)?)).await;
+        unprepare(state).await;
         let _ = state.docker.start(Target::Atocore).await;
         return Err(e);
     }
@@ -381,6 +373,15 @@ pub async fn orchestrate(
         "restore finished; atocore healthy"
     );
     Ok(Ok(resp))
+}
+
+/// Drop a staging made ahead for a restore this sidecar gave up on before stopping
+/// atocore (a full database copy beside the live one must not linger).
+async fn unprepare(state: &Arc<State>) {
+    let p = state.config.paths.clone();
+    if let Err(e) = blocking(state, "unprepare", move || Ok(restore::unprepare(&p)?)).await {
+        tracing::warn!(cause = %e, "could not drop the staged restore; the next restore replaces it");
+    }
 }
 
 fn fill(resp: &mut RestoreResponse, r: &RestoreResult) {
@@ -655,6 +656,7 @@ async fn after_job_error(
     if still_requested {
         let p = state.config.paths.clone();
         let _ = blocking(state, "withdraw", move || Ok(init::withdraw_request(&p)?)).await;
+        unprepare(state).await;
     }
     if aside_pending(state).await {
         let rb = rollback(state, false).await;

@@ -430,6 +430,8 @@ fn a_restore_job_that_does_not_act_changes_nothing_and_atocore_comes_back() {
         !sc.paths.restore_dir().join("request.json").exists(),
         "the request was withdrawn"
     );
+    let tmp = sc.paths.db.with_file_name(".atocore.db.restore-tmp");
+    assert!(!tmp.exists(), "the staging made ahead was dropped");
     assert!(
         sc.get("/metrics")
             .body
