@@ -9,7 +9,10 @@
 //!   stand-in as atocore) in a temp storage root, with a unique `atoe2e-<pid>-<n>` name
 //!   for the project and every container, torn down (`down -v --remove-orphans`) and
 //!   deleted on drop, even when the test fails;
-//! - `http`: small JSON client helpers and polling.
+//! - `http`: small JSON client helpers and polling;
+//! - `admin`: the sidecar's admin API with long timeouts, restore files and leftovers,
+//!   container facts, storage fingerprints, a slow client holding atocore's shutdown
+//!   (for the orchestrated restore and drill tests in `tests/orchestration.rs`).
 //!
 //! ```no_run
 //! use atocore_e2e::{docker, images, stack::Stack};
@@ -22,6 +25,7 @@
 //! }
 //! ```
 
+pub mod admin;
 pub mod docker;
 pub mod http;
 pub mod images;

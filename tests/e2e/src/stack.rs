@@ -63,6 +63,11 @@ pub fn free_port() -> u16 {
 impl Stack {
     /// A new project (nothing started yet) with unique names, ports and storage root.
     pub fn new(engine: &Engine, images: &Images) -> Self {
+        Self::with_override(engine, images, None)
+    }
+
+    /// Like [`Stack::new`], plus a test's own compose override (YAML text), applied last.
+    pub fn with_override(engine: &Engine, images: &Images, extra: Option<&str>) -> Self {
         static SWEPT: std::sync::Once = std::sync::Once::new();
         SWEPT.call_once(sweep_stale);
         let n = NEXT.fetch_add(1, Ordering::SeqCst);
@@ -74,7 +79,7 @@ impl Stack {
         let root = dir.path().join("storage");
         std::fs::create_dir_all(&root).expect("create the storage root");
         let compose_dir = crate::repo_root().join("compose");
-        let stack = Self {
+        let mut stack = Self {
             atocore_container: format!("{project}-atocore"),
             restore_container: format!("{project}-restore-job"),
             sidecar_container: format!("{project}-sidecar"),
@@ -86,6 +91,9 @@ impl Stack {
             files: vec![
                 compose_dir.join("docker-compose.yml"),
                 compose_dir.join("docker-compose.demo.yml"),
+                // Test-only: the sidecar's schedule off (no catch-up snapshot pausing
+                // atocore in the middle of a test).
+                crate::repo_root().join("tests/e2e/compose/e2e.yml"),
             ],
             images: images.clone(),
             root,
@@ -93,6 +101,11 @@ impl Stack {
             dir: Some(dir),
         };
         std::fs::write(&stack.env_file, stack.env_text()).expect("write the env file");
+        if let Some(yaml) = extra {
+            let path = stack.dir().join("override.yml");
+            std::fs::write(&path, yaml).expect("write the test's compose override");
+            stack.files.push(path);
+        }
         stack
     }
 

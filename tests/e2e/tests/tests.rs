@@ -13,6 +13,8 @@ use atocore_e2e::images;
 use atocore_e2e::stack::Stack;
 use serde_json::{Value, json};
 
+mod orchestration;
+
 fn memory(content: &str, project: &str) -> Value {
     json!({"memory_type": "episodic", "content": content, "project": project, "confidence": 0.9})
 }
