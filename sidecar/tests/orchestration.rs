@@ -2,11 +2,10 @@
 //! atocore stand-in (image `atocore-standin:local`) as atocore and the restore-job image
 //! (`atocore-restore-job:local`) as the init container, both created here with unique
 //! names and removed even when a test fails; the sidecar runs in-process.
-//! The images come from `deploy/build-images.sh` (override with
-//! ATOCORE_TEST_STANDIN_IMAGE / ATOCORE_TEST_RESTORE_JOB_IMAGE); without them, with images
-//! older than the sources they were built from (their revision label against `git diff`),
-//! or without a Docker engine outside CI, these tests skip with a note. The compose-level runs
-//! (images built from the checkout) are in tests/e2e.
+//! The images are built from this checkout by `deploy/build-images.sh` through the e2e
+//! harness, once per test run (override with ATOCORE_TEST_STANDIN_IMAGE /
+//! ATOCORE_TEST_RESTORE_JOB_IMAGE). Without a Docker engine these tests skip with a note
+//! outside CI and fail under CI=true. The compose-level runs are in tests/e2e.
 //!
 //! Without Docker at all: restore and drill answer 503 and change nothing (first tests).
 
@@ -64,41 +63,20 @@ fn docker(args: &[&str]) -> std::process::Output {
         .expect("docker CLI")
 }
 
-/// The image to use, if it exists and no commit since the one it was built from (its
-/// `org.opencontainers.image.revision` label) changed `src`; else a note.
-fn image(var: &str, default: &str, src: &str) -> Option<String> {
-    let name = std::env::var(var).unwrap_or_else(|_| default.to_string());
-    if !docker(&["image", "inspect", &name]).status.success() {
-        eprintln!(
-            "note: image {name} is missing (deploy/build-images.sh builds it); skipping this test"
-        );
-        return None;
+/// The stand-in and restore-job images: the ones named by
+/// ATOCORE_TEST_STANDIN_IMAGE / ATOCORE_TEST_RESTORE_JOB_IMAGE when both are set,
+/// else the ones the e2e harness builds from this checkout (`deploy/build-images.sh`,
+/// once per test run, shared with tests/e2e through the image tag).
+fn images() -> Option<(String, String)> {
+    if let (Ok(standin), Ok(job)) = (
+        std::env::var("ATOCORE_TEST_STANDIN_IMAGE"),
+        std::env::var("ATOCORE_TEST_RESTORE_JOB_IMAGE"),
+    ) {
+        return Some((standin, job));
     }
-    let label = docker(&[
-        "image",
-        "inspect",
-        "-f",
-        "{{index .Config.Labels \"org.opencontainers.image.revision\"}}",
-        &name,
-    ]);
-    let rev = String::from_utf8_lossy(&label.stdout)
-        .trim()
-        .trim_end_matches("-dirty")
-        .to_string();
-    let repo = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
-    if !rev.is_empty() && rev != "unknown" && rev != "<no value>" {
-        let changed = Command::new("git")
-            .args(["-C", repo, "diff", "--quiet", &rev, "HEAD", "--", src])
-            .status()
-            .is_ok_and(|s| s.code() == Some(1));
-        if changed {
-            eprintln!(
-                "note: image {name} was built from {rev}, and {src} changed since; rebuild it (deploy/build-images.sh); skipping this test"
-            );
-            return None;
-        }
-    }
-    Some(name)
+    let engine = atocore_e2e::docker::engine_or_skip("sidecar orchestration")?;
+    let built = atocore_e2e::images::ensure(&engine);
+    Some((built.standin, built.restore_job))
 }
 
 /// atocore (the stand-in) and a restore-job container over one temp storage root,
@@ -125,16 +103,7 @@ impl Stack {
         if !engine_available() {
             return None;
         }
-        let standin = image(
-            "ATOCORE_TEST_STANDIN_IMAGE",
-            "atocore-standin:local",
-            "tests/standin/src",
-        )?;
-        let job = image(
-            "ATOCORE_TEST_RESTORE_JOB_IMAGE",
-            "atocore-restore-job:local",
-            "restore-job/src",
-        )?;
+        let (standin, job) = images()?;
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("atocore");
         for d in ["data/db", "data/chroma", "config", "backups"] {
