@@ -348,3 +348,55 @@ impl HeldRequest {
         let _ = self.stream.shutdown(std::net::Shutdown::Both);
     }
 }
+
+/// Waits until Docker reports `event` (e.g. `kill`, `die`, `start`) for `container` at
+/// or after `since` (unix seconds: events from then on are replayed, so none is missed
+/// between the call and the subscription). `Err` after `limit`.
+pub fn wait_for_event(
+    container: &str,
+    event: &str,
+    since: std::time::SystemTime,
+    limit: Duration,
+) -> Result<String, String> {
+    use std::io::BufRead;
+    let since = since
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs_f64();
+    let until = since + limit.as_secs_f64() + 5.0;
+    let mut child = std::process::Command::new("docker")
+        .args([
+            "events",
+            "--since",
+            &format!("{since:.3}"),
+            "--until",
+            &format!("{until:.3}"),
+            "--filter",
+            &format!("container={container}"),
+            "--filter",
+            &format!("event={event}"),
+            "--format",
+            "{{.Action}} {{.TimeNano}}",
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot run docker events: {e}"))?;
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = std::io::BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let got = rx.recv_timeout(limit);
+    let _ = child.kill();
+    let _ = child.wait();
+    match got {
+        Ok(line) if !line.trim().is_empty() => Ok(line.trim().to_owned()),
+        _ => Err(format!(
+            "no `{event}` event for {container} within {limit:?}"
+        )),
+    }
+}

@@ -20,9 +20,14 @@ const OPENED: &str = "opened its storage";
 
 /// A stack up and healthy (atocore and the sidecar).
 fn healthy_stack(test: &str) -> Option<Stack> {
+    healthy_stack_with(test, None)
+}
+
+/// A stack with a test's own compose override, up and healthy.
+fn healthy_stack_with(test: &str, extra: Option<&str>) -> Option<Stack> {
     let engine = docker::engine_or_skip(test)?;
     let images = images::ensure(&engine);
-    let stack = Stack::new(&engine, &images);
+    let stack = Stack::with_override(&engine, &images, extra);
     stack.up(&[]);
     stack.wait_healthy();
     stack.wait_sidecar_healthy();
@@ -471,9 +476,112 @@ fn failed_restore_job_is_rolled_back_to_the_pre_restore_state() {
     assert_no_restore_in_progress(&stack);
 }
 
+/// How long the sidecar waits for atocore to be healthy after a restore, in the test
+/// below (the default is 120 s; Docker's `unhealthy` usually ends the wait sooner).
+const HEALTHY_TIMEOUT_SECS: u64 = 15;
+
+/// A snapshot that is sound for the engine (valid, integrity_check ok) but holds a
+/// database atocore cannot start on (another schema: as from an incompatible version of
+/// the service). After the swap atocore exits at once and Docker restarts it over and
+/// over (`restart: unless-stopped`); Docker reports it unhealthy (or the sidecar's
+/// healthy timeout, shortened here to bound the test, runs out), the sidecar stops it,
+/// makes the pre-restore snapshot and restores it: rolled back, healthy on the data it
+/// had before.
+#[test]
+fn restore_that_atocore_cannot_start_on_is_rolled_back() {
+    let yaml = format!(
+        "services:\n  sidecar:\n    environment:\n      ATOCORE_HEALTHY_TIMEOUT_SECS: \"{HEALTHY_TIMEOUT_SECS}\"\n"
+    );
+    let Some(stack) = healthy_stack_with(
+        "restore_that_atocore_cannot_start_on_is_rolled_back",
+        Some(&yaml),
+    ) else {
+        return;
+    };
+    stack.remember("live", "foreign");
+    let sha = build_sha(&stack);
+    let atocore_before = facts(&stack.atocore_container);
+
+    // The foreign database, snapshotted by the restore-job's own `backup`.
+    let dir = stack.root.join("backups/e2e-foreign");
+    std::fs::create_dir_all(&dir).unwrap();
+    {
+        let conn = rusqlite::Connection::open(dir.join("atocore.db")).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE memories (id TEXT PRIMARY KEY, body TEXT NOT NULL);
+             INSERT INTO memories VALUES ('m1', 'from another schema');",
+        )
+        .unwrap();
+    }
+    let backup = stack.restore_job(
+        false,
+        &[
+            "backup",
+            "--db-path",
+            "/srv/storage/atocore/backups/e2e-foreign/atocore.db",
+        ],
+    );
+    assert_eq!(backup.code, 0, "backup of the foreign database: {backup:?}");
+    let foreign = backup.json["stamp"].as_str().unwrap().to_owned();
+    std::fs::remove_dir_all(&dir).unwrap();
+    let validated = stack.admin_get(&format!("/admin/backup/{foreign}/validate"));
+    assert_eq!(validated.json["valid"], true, "{}", validated.text);
+
+    let answer = stack.admin_post(
+        "/admin/restore",
+        &json!({ "stamp": foreign, "include_chroma": false }).to_string(),
+    );
+    eprintln!(
+        "e2e: restore of a database atocore cannot open: {}",
+        answer.text
+    );
+    let r = &answer.json;
+    assert_eq!(answer.status, 500, "{r}");
+    assert_eq!(r["error"], "restore_failed", "{r}");
+    assert_eq!(
+        r["restored_integrity_ok"], true,
+        "the engine found it sound: {r}"
+    );
+    assert_eq!(r["rolled_back"], true, "{r}");
+    assert_eq!(r["healthy"], true, "{r}");
+    assert!(
+        r["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("did not become healthy")),
+        "{r}"
+    );
+    assert_eq!(r["rollback"]["restored_integrity_ok"], true, "{r}");
+    let pre = r["rollback"]["stamp"]
+        .as_str()
+        .expect("rollback stamp")
+        .to_owned();
+
+    // atocore really ran on the foreign database and failed (the schema error is in its
+    // log), and is back on its own data, same container and build_sha.
+    assert!(
+        log_lines_containing(&stack.atocore_container, "no such column") > 0,
+        "atocore failed on the restored database"
+    );
+    assert_eq!(stack.memories("foreign"), ["live"]);
+    assert_eq!(build_sha(&stack), sha);
+    assert_eq!(facts(&stack.atocore_container).id, atocore_before.id);
+    let row = stack
+        .listed(&pre)
+        .expect("the pre-restore snapshot is listed");
+    assert_eq!(row["kind"], "pre-restore", "{row}");
+    assert_no_restore_in_progress(&stack);
+    let m = stack.metrics();
+    assert_eq!(
+        metric(&m, "atocore_restore_rollbacks_total"),
+        Some(1.0),
+        "{m}"
+    );
+}
+
 /// The sidecar is killed in the middle of a restore: after it wrote the request and
 /// asked Docker to stop atocore, before it started the restore-job (a slow client holds
-/// atocore's shutdown open for a few seconds, so the kill lands there every time).
+/// atocore's shutdown open for up to 3 s and the kill follows Docker's `kill` event for
+/// atocore, so it lands there every time).
 /// atocore stays down; `docker-compose up -d` runs the init job, which performs the
 /// request before atocore starts: healthy on the snapshot's data, no journal or request
 /// left, and the pre-restore snapshot made.
@@ -493,6 +601,7 @@ fn sidecar_killed_mid_restore_is_finished_by_compose_up() {
     let job_before = facts(&stack.restore_container);
 
     let held = HeldRequest::open(stack.atocore_port);
+    let since = std::time::SystemTime::now();
     let restore = {
         let url = stack.sidecar_url("/admin/restore");
         let bearer = stack.bearer();
@@ -507,13 +616,32 @@ fn sidecar_killed_mid_restore_is_finished_by_compose_up() {
             )
         })
     };
-    let request = stack.restore_file("request.json");
+    // The sidecar has written the request and asked Docker to stop atocore (SIGTERM
+    // sent); atocore's drain waits for the held request, so the sidecar is still
+    // waiting for the stop to finish when it is killed.
+    let signalled = admin::wait_for_event(
+        &stack.atocore_container,
+        "kill",
+        since,
+        Duration::from_secs(120),
+    );
+    let signalled = signalled.unwrap_or_else(|e| {
+        panic!(
+            "{e}: the sidecar never stopped atocore (restore: {:?})",
+            restore.is_finished()
+        )
+    });
     assert!(
-        wait_for_file(&request, Duration::from_secs(120), || restore.is_finished()),
-        "the sidecar never wrote the request"
+        stack.restore_file("request.json").exists(),
+        "the request is written before atocore is stopped ({signalled})"
     );
     let kill = docker::docker(&["kill", &stack.sidecar_container]);
     assert!(kill.status.success(), "{}", docker::describe(&kill));
+    assert_eq!(
+        facts(&stack.atocore_container).status,
+        "running",
+        "atocore was still shutting down (draining the held request) when the sidecar died"
+    );
     held.close();
     let answer = restore.join().expect("the restore thread");
     assert!(
