@@ -50,27 +50,14 @@ fn yes() -> bool {
     true
 }
 
-/// What `init` wrote to `result.json`.
+/// What `init` wrote to `result.json`: the restore's report (the same fields as the
+/// CLI's `restore` output) with the request it answers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RestoreResult {
     pub request_id: String,
     pub ok: bool,
-    pub stamp: String,
-    pub pre_restore_snapshot: Option<String>,
-    pub db_restored: bool,
-    pub registry_restored: bool,
-    pub chroma_restored: bool,
-    pub restored_integrity_ok: bool,
-    pub dry_run: bool,
-    pub duration_ms: u64,
-    /// The live state was moved aside; `restore::finalize` makes it the pre-restore
-    /// snapshot.
-    #[serde(default)]
-    pub pre_restore_pending: bool,
-    #[serde(default)]
-    pub staged_ahead: bool,
-    #[serde(default)]
-    pub error: Option<ErrorBody>,
+    #[serde(flatten)]
+    pub report: RestoreReport,
     /// The CLI exit code the restore would have had.
     pub exit_code: u8,
     pub finished_at: String,
@@ -174,42 +161,27 @@ pub fn init(paths: &Paths) -> Result<InitReport> {
             defer_pre_snapshot: req.defer_pre_snapshot,
         },
     );
-    let now = Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true);
-    let result = match &outcome {
-        Ok(r) => RestoreResult {
-            request_id: req.request_id.clone(),
-            ok: r.restored_integrity_ok,
-            stamp: r.stamp.clone(),
-            pre_restore_snapshot: r.pre_restore_snapshot.clone(),
-            db_restored: r.db_restored,
-            registry_restored: r.registry_restored,
-            chroma_restored: r.chroma_restored,
-            restored_integrity_ok: r.restored_integrity_ok,
-            dry_run: false,
-            duration_ms: r.duration_ms,
-            pre_restore_pending: r.pre_restore_pending,
-            staged_ahead: r.staged_ahead,
-            error: r.error.clone(),
-            exit_code: if r.restored_integrity_ok { 0 } else { 1 },
-            finished_at: now,
-        },
-        Err(e) => RestoreResult {
-            request_id: req.request_id.clone(),
-            ok: false,
-            stamp: req.stamp.clone(),
-            pre_restore_snapshot: None,
-            db_restored: false,
-            registry_restored: false,
-            chroma_restored: false,
-            restored_integrity_ok: false,
-            dry_run: false,
-            duration_ms: 0,
-            pre_restore_pending: restore::pending_aside(paths).ok().flatten().is_some(),
-            staged_ahead: false,
-            error: Some(ErrorBody::from(e)),
-            exit_code: e.exit_code(),
-            finished_at: now,
-        },
+    let (restored, exit_code) = match outcome {
+        Ok(r) => {
+            let code = if r.restored_integrity_ok { 0 } else { 1 };
+            (r, code)
+        }
+        Err(e) => (
+            RestoreReport {
+                stamp: req.stamp.clone(),
+                pre_restore_pending: restore::pending_aside(paths).ok().flatten().is_some(),
+                error: Some(ErrorBody::from(&e)),
+                ..RestoreReport::default()
+            },
+            e.exit_code(),
+        ),
+    };
+    let result = RestoreResult {
+        request_id: req.request_id.clone(),
+        ok: exit_code == 0,
+        report: restored,
+        exit_code,
+        finished_at: Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
     };
     durable::write_json_atomic(&result_path(paths), &result)?;
     withdraw_request(paths)?;

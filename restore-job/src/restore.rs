@@ -91,7 +91,7 @@ pub struct RestoreOptions {
 }
 
 /// What a dry run would do.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct RestorePlan {
     pub snapshot: String,
     pub would_take_pre_restore_snapshot: bool,
@@ -104,7 +104,8 @@ pub struct RestorePlan {
 }
 
 /// The body of `restore` (the first eight field names are fixed by the contract).
-#[derive(Debug, Clone, Serialize, PartialEq, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(default)]
 pub struct RestoreReport {
     pub stamp: String,
     pub pre_restore_snapshot: Option<String>,

@@ -283,21 +283,21 @@ pub async fn orchestrate(
             return Ok(Err(after_job_error(state, resp, down, started, e).await));
         }
     };
-    resp.restore_job_ms = Some(result.duration_ms);
-    resp.staged_ahead = result.staged_ahead;
+    resp.restore_job_ms = Some(result.report.duration_ms);
+    resp.staged_ahead = result.report.staged_ahead;
     fill(&mut resp, &result);
 
     if !result.ok {
         let journal = journal_pending(state).await;
         let aside = aside_pending(state).await;
-        let why = result.error.clone().unwrap_or_else(|| ErrorBody {
+        let why = result.report.error.clone().unwrap_or_else(|| ErrorBody {
             error: "restore_failed".into(),
             message: "the restore job reported a failure".into(),
         });
         if journal {
             return Ok(Err(left_stopped(state, resp, down, started, &why).await));
         }
-        if !aside && !result.db_restored {
+        if !aside && !result.report.db_restored {
             // Refused before touching anything: atocore comes back on its own data.
             let healthy = start_and_wait(state).await;
             resp.healthy = healthy.is_ok();
@@ -385,6 +385,7 @@ async fn unprepare(state: &Arc<State>) {
 }
 
 fn fill(resp: &mut RestoreResponse, r: &RestoreResult) {
+    let r = &r.report;
     resp.pre_restore_snapshot = r.pre_restore_snapshot.clone();
     resp.db_restored = r.db_restored;
     resp.registry_restored = r.registry_restored;
@@ -435,7 +436,7 @@ async fn run_job(state: &Arc<State>, req: &RestoreRequest) -> Result<RestoreResu
             tracing::info!(
                 exit_code = code,
                 ok = r.ok,
-                duration_ms = r.duration_ms,
+                duration_ms = r.report.duration_ms,
                 "restore job finished"
             );
             Ok(r)
@@ -579,7 +580,8 @@ async fn rollback(state: &Arc<State>, atocore_running: bool) -> Rollback {
         Ok(r) if r.ok => rb.restored_integrity_ok = true,
         Ok(r) => {
             rb.error = Some(
-                r.error
+                r.report
+                    .error
                     .map(|e| e.message)
                     .unwrap_or_else(|| "the rollback restore failed".into()),
             );
