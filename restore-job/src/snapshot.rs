@@ -385,17 +385,32 @@ pub fn published_stamps(paths: &Paths) -> Result<Vec<Stamp>> {
     Ok(stamps)
 }
 
-/// One row of `list`.
-#[derive(Debug, Clone, Serialize)]
+/// One row of `list`: the snapshot's metadata with `stamp` (the folder's name),
+/// `valid` and, when something is wrong, `errors` — one flat JSON object.
+#[derive(Debug, Clone)]
 pub struct Listed {
     pub stamp: String,
-    #[serde(flatten)]
     pub metadata: Option<Metadata>,
     /// `true`: validated when published and still complete; `false`: broken;
     /// `null`: complete but never validated by this engine (legacy) — run `validate`.
     pub valid: Option<bool>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<String>,
+}
+
+impl Serialize for Listed {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        let mut map = match self.metadata.as_ref().map(serde_json::to_value) {
+            Some(Ok(serde_json::Value::Object(m))) => m,
+            Some(Err(e)) => return Err(serde::ser::Error::custom(e)),
+            _ => serde_json::Map::new(),
+        };
+        map.insert("stamp".into(), self.stamp.clone().into());
+        map.insert("valid".into(), self.valid.into());
+        if !self.errors.is_empty() {
+            map.insert("errors".into(), self.errors.clone().into());
+        }
+        map.serialize(s)
+    }
 }
 
 /// The body of `list`.

@@ -35,6 +35,17 @@ fn backup_has_contract_fields_and_a_manifest_sha256sum_accepts() {
         assert!(m.get(f).is_some(), "metadata lacks {f}: {m}");
     }
     assert_eq!(m["kind"], "manual");
+    // `list` rows are flat objects with each key once.
+    let listed = i.run(&["list"]);
+    assert_eq!(
+        listed.stdout.matches("\"stamp\"").count(),
+        1,
+        "{}",
+        listed.stdout
+    );
+    assert_eq!(listed.json["backups"][0]["stamp"], m["stamp"]);
+    assert_eq!(listed.json["backups"][0]["valid"], true);
+    assert_eq!(listed.json["backups"][0]["kind"], "manual");
     assert_eq!(m["chroma_quiesced"], false);
     assert_eq!(m["row_counts"]["memories"], 200);
     assert_eq!(m["tool"]["name"], "atocore-restore-job");
