@@ -2,7 +2,16 @@
 
 use std::path::PathBuf;
 
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
 use clap::{Parser, Subcommand};
+
+use crate::config::{Config, Strictness};
+use crate::log::Log;
+use crate::state_dir::StateDir;
+use crate::{capture, install, outbox, status};
 
 use crate::config::RawSettings;
 
@@ -70,4 +79,106 @@ pub enum Command {
         /// The transcript (a Claude Code session .jsonl file).
         transcript: PathBuf,
     },
+}
+
+/// Run one of the people's commands (`install`, `status`, `flush`, `extract`); the
+/// result goes to stdout as JSON.
+pub fn run_command(cli: Arguments) -> crate::Result<ExitCode> {
+    let (config, _) = Config::resolve(&cli.settings, Strictness::Strict)?;
+    match cli.command {
+        None | Some(Command::Hook) => unreachable_hook(),
+        Some(Command::Install {
+            settings,
+            dry_run,
+            command,
+            hook_timeout,
+        }) => {
+            let settings = match settings.or_else(install::default_settings_path) {
+                Some(s) => s,
+                None => {
+                    return Err(crate::Error::BadSetting {
+                        name: "--settings",
+                        value: String::new(),
+                        why: "HOME is not set; pass --settings PATH".into(),
+                    });
+                }
+            };
+            let command = match command {
+                Some(c) => c,
+                None => install::default_command()?,
+            };
+            let opts = install::InstallOptions {
+                settings,
+                command,
+                timeout_secs: hook_timeout.max(1),
+                dry_run,
+            };
+            let (report, doc) = install::install(&opts)?;
+            if dry_run {
+                print(doc.to_pretty());
+            } else {
+                print_json(&report);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Command::Status) => {
+            print_json(&status::report(&config)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Command::Flush {
+            max_time,
+            retry_dead,
+        }) => {
+            let dir = StateDir::open(&config.dir)?;
+            let requeued = if retry_dead {
+                outbox::requeue_dead(&dir)?
+            } else {
+                0
+            };
+            let budget = Duration::from_secs(max_time.max(1));
+            let log = Log::stderr().with_dir(dir.root());
+            let report = outbox::deliver(
+                &dir,
+                &config.interactions_url(),
+                Instant::now() + budget,
+                budget.min(Duration::from_secs(10)),
+                &log,
+            );
+            #[derive(serde::Serialize)]
+            struct Flushed<'a> {
+                #[serde(flatten)]
+                report: &'a outbox::DeliveryReport,
+                requeued_dead: u64,
+            }
+            print_json(&Flushed {
+                report: &report,
+                requeued_dead: requeued,
+            });
+            Ok(if report.pending == 0 && report.error.is_none() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        Some(Command::Extract { transcript }) => {
+            print_json(&capture::preview(&transcript, config.max_read_bytes)?);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn unreachable_hook() -> crate::Result<ExitCode> {
+    // `hook` is not in PEOPLE_COMMANDS, so it never gets here.
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_json<T: serde::Serialize>(value: &T) {
+    let mut text = serde_json::to_string_pretty(value).unwrap_or_default();
+    text.push('\n');
+    print(text);
+}
+
+fn print(text: String) {
+    // A closed stdout (e.g. piped into `head`) is not an error.
+    let _ = std::io::stdout().lock().write_all(text.as_bytes());
 }

@@ -5,16 +5,14 @@
 //! 2 bad command line.
 
 use std::ffi::OsString;
-use std::io::Write;
 use std::panic::AssertUnwindSafe;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use atocore_capture::cli::{Arguments, Command, PEOPLE_COMMANDS};
-use atocore_capture::config::{self, Config, RawSettings, Strictness};
+use atocore_capture::capture;
+use atocore_capture::cli::{Arguments, PEOPLE_COMMANDS, run_command};
+use atocore_capture::config::{self, RawSettings};
 use atocore_capture::log::Log;
-use atocore_capture::state_dir::StateDir;
-use atocore_capture::{capture, install, outbox, status};
 use clap::Parser;
 
 fn main() -> ExitCode {
@@ -68,104 +66,4 @@ fn hook_mode(args: &[OsString], started: Instant) -> ExitCode {
         capture::run_hook(&raw, std::io::stdin(), started)
     }));
     ExitCode::SUCCESS
-}
-
-fn run_command(cli: Arguments) -> atocore_capture::Result<ExitCode> {
-    let (config, _) = Config::resolve(&cli.settings, Strictness::Strict)?;
-    match cli.command {
-        None | Some(Command::Hook) => unreachable_hook(),
-        Some(Command::Install {
-            settings,
-            dry_run,
-            command,
-            hook_timeout,
-        }) => {
-            let settings = match settings.or_else(install::default_settings_path) {
-                Some(s) => s,
-                None => {
-                    return Err(atocore_capture::Error::BadSetting {
-                        name: "--settings",
-                        value: String::new(),
-                        why: "HOME is not set; pass --settings PATH".into(),
-                    });
-                }
-            };
-            let command = match command {
-                Some(c) => c,
-                None => install::default_command()?,
-            };
-            let opts = install::InstallOptions {
-                settings,
-                command,
-                timeout_secs: hook_timeout.max(1),
-                dry_run,
-            };
-            let (report, doc) = install::install(&opts)?;
-            if dry_run {
-                print(doc.to_pretty());
-            } else {
-                print_json(&report);
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        Some(Command::Status) => {
-            print_json(&status::report(&config)?);
-            Ok(ExitCode::SUCCESS)
-        }
-        Some(Command::Flush {
-            max_time,
-            retry_dead,
-        }) => {
-            let dir = StateDir::open(&config.dir)?;
-            let requeued = if retry_dead {
-                outbox::requeue_dead(&dir)?
-            } else {
-                0
-            };
-            let budget = Duration::from_secs(max_time.max(1));
-            let log = Log::stderr().with_dir(dir.root());
-            let report = outbox::deliver(
-                &dir,
-                &config.interactions_url(),
-                Instant::now() + budget,
-                budget.min(Duration::from_secs(10)),
-                &log,
-            );
-            #[derive(serde::Serialize)]
-            struct Flushed<'a> {
-                #[serde(flatten)]
-                report: &'a outbox::DeliveryReport,
-                requeued_dead: u64,
-            }
-            print_json(&Flushed {
-                report: &report,
-                requeued_dead: requeued,
-            });
-            Ok(if report.pending == 0 && report.error.is_none() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            })
-        }
-        Some(Command::Extract { transcript }) => {
-            print_json(&capture::preview(&transcript, config.max_read_bytes)?);
-            Ok(ExitCode::SUCCESS)
-        }
-    }
-}
-
-fn unreachable_hook() -> atocore_capture::Result<ExitCode> {
-    // `hook` is not in PEOPLE_COMMANDS, so it never gets here.
-    Ok(ExitCode::SUCCESS)
-}
-
-fn print_json<T: serde::Serialize>(value: &T) {
-    let mut text = serde_json::to_string_pretty(value).unwrap_or_default();
-    text.push('\n');
-    print(text);
-}
-
-fn print(text: String) {
-    // A closed stdout (e.g. piped into `head`) is not an error.
-    let _ = std::io::stdout().lock().write_all(text.as_bytes());
 }
