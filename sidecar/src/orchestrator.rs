@@ -179,6 +179,38 @@ pub(crate) async fn preflight(state: &State) -> Result<()> {
     Ok(())
 }
 
+/// At start: a restore whose orchestrator died (the sidecar was killed after writing
+/// its request, and `docker compose up` let the init job perform it) leaves the live
+/// state it moved aside with nobody to make the pre-restore snapshot of it. Make it
+/// now; atocore may run meanwhile (only the aside copy is read).
+pub async fn finish_leftover_pre_restore(state: Arc<State>) {
+    let p = state.config.paths.clone();
+    let leftover = blocking(&state, "check for a leftover restore", move || {
+        Ok(restore::pending_aside(&p)?.is_some()
+            && restore::pending_journal(&p)?.is_none()
+            && init::pending_request(&p)?.is_none())
+    })
+    .await
+    .unwrap_or(false);
+    if !leftover {
+        return;
+    }
+    let Ok(_gate) = crate::operation::Gate::try_begin(&state, "pre-restore snapshot") else {
+        return;
+    };
+    let p = state.config.paths.clone();
+    match blocking(&state, "finalize", move || Ok(restore::finalize(&p)?)).await {
+        Ok(stamp) => tracing::warn!(
+            snapshot = ?stamp,
+            "made the pre-restore snapshot an interrupted restore left pending"
+        ),
+        Err(e) => tracing::error!(
+            cause = %e,
+            "could not make the pending pre-restore snapshot; run `atocore-restore-job finalize`"
+        ),
+    }
+}
+
 async fn blocking<T: Send + 'static>(
     state: &Arc<State>,
     what: &'static str,
@@ -498,6 +530,13 @@ async fn start_and_wait(state: &Arc<State>) -> std::result::Result<(), String> {
                     s.exit_code.unwrap_or(-1)
                 ));
             }
+            Ok(s) if s.status == "restarting" => {
+                // Its restart policy brings it back after a crash: it did not start.
+                return Err(format!(
+                    "container `{}` crashed after it started and is restarting",
+                    d.name(Target::Atocore)
+                ));
+            }
             Ok(s) if s.health.as_deref() == Some("healthy") => return Ok(()),
             Ok(s) if s.health.as_deref() == Some("unhealthy") => {
                 return Err("Docker reports it unhealthy".into());
@@ -609,6 +648,10 @@ async fn after_rollback(
 ) -> Failed {
     resp.rolled_back = rb.restored_integrity_ok;
     resp.healthy = rb.healthy;
+    if resp.pre_restore_snapshot.is_none() {
+        // The rollback restored it, so it exists: name it where clients look.
+        resp.pre_restore_snapshot = rb.stamp.clone();
+    }
     resp.downtime_ms = Some(down.elapsed().as_millis() as u64);
     if rb.healthy {
         resp.build_sha_after = build_sha(state).await;
