@@ -184,6 +184,9 @@ pub struct Staged {
     pub chroma: bool,
     pub db_inode: u64,
     pub db_size: u64,
+    /// The staged database's mtime when it was checked: a later write shows here.
+    #[serde(default)]
+    pub db_mtime_ns: i128,
     pub prepared_at: String,
 }
 
@@ -349,6 +352,7 @@ pub fn prepare(paths: &Paths, stamp: &str, choice: ChromaChoice) -> Result<Stage
         chroma: parts.chroma,
         db_inode: tmp.ino(),
         db_size: tmp.len(),
+        db_mtime_ns: mtime_ns(&tmp),
         prepared_at: Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
     };
     durable::create_dir_all(&paths.restore_dir())?;
@@ -512,7 +516,7 @@ fn staged_matches(paths: &Paths, stamp: &Stamp, parts: &Parts) -> bool {
         return false;
     };
     let tmp_ok = fs::metadata(restore_tmp(&paths.db))
-        .map(|m| m.ino() == s.db_inode && m.len() == s.db_size)
+        .map(|m| m.ino() == s.db_inode && m.len() == s.db_size && mtime_ns(&m) == s.db_mtime_ns)
         .unwrap_or(false);
     s.stamp == stamp.as_str()
         && s.registry == parts.registry
@@ -645,10 +649,15 @@ fn execute(paths: &Paths, mut j: Journal, meta: &Metadata) -> Result<RestoreRepo
     crash_point("before-verify");
     let mut warnings = Vec::new();
     let live = fs::metadata(&paths.db).map_err(Error::io("stat", &paths.db))?;
-    let same_file = db_renamed && live.ino() == staged_db.ino() && live.len() == staged_db.len();
+    // A rename changes neither the inode, the size nor the mtime; any write would
+    // change the mtime.
+    let same_file = db_renamed
+        && live.ino() == staged_db.ino()
+        && live.len() == staged_db.len()
+        && mtime_ns(&live) == mtime_ns(&staged_db);
     let mut integrity_ok = if same_file {
         // The live database is the very inode that passed integrity_check and the row
-        // counts while staged; nothing has opened it since.
+        // counts while staged, unwritten since (same size and mtime).
         true
     } else {
         let (problems, facts) = db::check_file(&paths.db);
@@ -933,6 +942,10 @@ pub(crate) fn finalize_locked(paths: &Paths) -> Result<Option<String>> {
     durable::sync_path(&paths.restore_dir())?;
     tracing::info!(snapshot = ?aside.snapshot, "pre-restore snapshot finished; aside copy removed");
     Ok(aside.snapshot)
+}
+
+fn mtime_ns(m: &fs::Metadata) -> i128 {
+    i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec())
 }
 
 fn free_name(dir: &Path, base: &str) -> PathBuf {

@@ -349,6 +349,20 @@ fn prepare_stages_while_the_service_runs_and_restore_only_swaps() {
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
     assert_eq!(r.json["staged_ahead"], true);
     assert_snapshot_state(&i, &snap_chroma, rows, "prepared");
+
+    // A staged database written to after prepare is not trusted: it is staged again.
+    let again = i.run(&["prepare", &stamp]);
+    assert_eq!(again.code, 0, "{}", again.stdout);
+    let tmp = i.paths.db.with_file_name(".atocore.db.restore-tmp");
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let len = std::fs::metadata(&tmp).unwrap().len();
+    let f = std::fs::OpenOptions::new().write(true).open(&tmp).unwrap();
+    std::os::unix::fs::FileExt::write_at(&f, &[0u8; 16], len / 2).unwrap();
+    drop(f);
+    let r2 = i.run(&["restore", &stamp, "--confirm-service-stopped"]);
+    assert_eq!(r2.code, 0, "{}\n{}", r2.stdout, r2.stderr);
+    assert!(r2.json.get("staged_ahead").is_none(), "{}", r2.stdout);
+    assert_snapshot_state(&i, &snap_chroma, rows, "restaged");
     let pre = r.json["pre_restore_snapshot"].as_str().unwrap();
     assert_eq!(
         count_rows(&i.snapshot_dir(pre).join("db/atocore.db"), "memories"),
