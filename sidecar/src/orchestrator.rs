@@ -331,16 +331,20 @@ pub async fn orchestrate(
         }
         if !aside && !result.report.db_restored {
             // Refused before touching anything: atocore comes back on its own data.
-            let healthy = start_and_wait(state).await;
-            resp.healthy = healthy.is_ok();
-            resp.downtime_ms = Some(down.elapsed().as_millis() as u64);
-            resp.build_sha_after = build_sha(state).await;
-            resp.error = Some(why.error.clone());
-            resp.message = Some(format!(
+            let message = format!(
                 "the restore job refused `{stamp}` before changing anything ({}); atocore was started again on its unchanged data",
                 why.message
-            ));
-            return Ok(Err(finish_failed(state, resp, started, status_of(&why))));
+            );
+            let status = status_of(&why);
+            return Ok(Err(restart_unchanged(
+                state,
+                resp,
+                (down, started),
+                why.error,
+                message,
+                status,
+            )
+            .await));
         }
         // The restored data failed its checks: roll back without starting atocore on it.
         let rb = rollback(state, false).await;
@@ -679,7 +683,7 @@ async fn after_rollback(
 
 async fn after_job_error(
     state: &Arc<State>,
-    mut resp: RestoreResponse,
+    resp: RestoreResponse,
     down: Instant,
     started: Instant,
     e: Error,
@@ -707,21 +711,37 @@ async fn after_job_error(
         let rb = rollback(state, false).await;
         return after_rollback(state, resp, rb, down, started, why.message).await;
     }
-    let healthy = start_and_wait(state).await;
-    resp.healthy = healthy.is_ok();
-    resp.downtime_ms = Some(down.elapsed().as_millis() as u64);
-    resp.build_sha_after = build_sha(state).await;
-    resp.error = Some(why.error);
-    resp.message = Some(format!(
+    let message = format!(
         "{}; nothing was restored and atocore was started again on its unchanged data",
         why.message
-    ));
-    finish_failed(
+    );
+    restart_unchanged(
         state,
         resp,
-        started,
+        (down, started),
+        why.error,
+        message,
         hyper::StatusCode::INTERNAL_SERVER_ERROR,
     )
+    .await
+}
+
+/// Nothing live was changed: start atocore again on its own data and answer with the
+/// failure (the pair: when atocore went down, when the call started).
+async fn restart_unchanged(
+    state: &Arc<State>,
+    mut resp: RestoreResponse,
+    (down, started): (Instant, Instant),
+    error: String,
+    message: String,
+    status: hyper::StatusCode,
+) -> Failed {
+    resp.healthy = start_and_wait(state).await.is_ok();
+    resp.downtime_ms = Some(down.elapsed().as_millis() as u64);
+    resp.build_sha_after = build_sha(state).await;
+    resp.error = Some(error);
+    resp.message = Some(message);
+    finish_failed(state, resp, started, status)
 }
 
 async fn left_stopped(
