@@ -63,11 +63,7 @@ fn backup_has_contract_fields_and_a_manifest_sha256sum_accepts() {
     assert!(manifest.contains("  config/project-registry.json\n"));
     assert!(!manifest.contains("backup-metadata.json"));
     // No hidden partial folder is left.
-    let hidden: Vec<_> = std::fs::read_dir(i.paths.snapshots_dir())
-        .unwrap()
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
-        .collect();
+    let hidden = names_in(&i.paths.snapshots_dir(), |n| n.starts_with('.'));
     assert!(hidden.is_empty(), "{hidden:?}");
 }
 

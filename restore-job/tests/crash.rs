@@ -46,17 +46,9 @@ fn assert_snapshot_state(i: &Install, snap_chroma: &Tree, rows: i64, ctx: &str) 
         !i.paths.restore_dir().join("journal.json").exists(),
         "{ctx}: journal left"
     );
-    let leftovers: Vec<_> = std::fs::read_dir(i.paths.db.parent().unwrap())
-        .unwrap()
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().contains("restore-tmp"))
-        .collect();
+    let leftovers = names_in(i.paths.db.parent().unwrap(), |n| n.contains("restore-tmp"));
     assert!(leftovers.is_empty(), "{ctx}: {leftovers:?}");
-    let hidden: Vec<_> = std::fs::read_dir(i.paths.snapshots_dir())
-        .unwrap()
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
-        .collect();
+    let hidden = names_in(&i.paths.snapshots_dir(), |n| n.starts_with('.'));
     assert!(hidden.is_empty(), "{ctx}: {hidden:?}");
 }
 

@@ -96,10 +96,6 @@ fn database_and_registry_as_single_file_mounts_are_rewritten_in_place() {
         b"{\"changed\": true}"
     );
     // No staged temp file is left behind.
-    let leftovers: Vec<_> = std::fs::read_dir(i.paths.db.parent().unwrap())
-        .unwrap()
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().contains("restore-tmp"))
-        .collect();
+    let leftovers = names_in(i.paths.db.parent().unwrap(), |n| n.contains("restore-tmp"));
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }

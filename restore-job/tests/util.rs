@@ -167,6 +167,17 @@ pub fn storage_tree(root: &Path) -> Tree {
     tree(root)
 }
 
+/// Names of the entries of `dir` that `keep` accepts (e.g. hidden partial snapshot
+/// folders, staged temp files left behind).
+pub fn names_in(dir: &Path, keep: impl Fn(&str) -> bool) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| keep(n))
+        .collect()
+}
+
 pub fn inode(p: &Path) -> u64 {
     std::fs::metadata(p).unwrap().ino()
 }
