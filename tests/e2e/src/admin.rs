@@ -15,57 +15,7 @@ use serde_json::Value;
 use crate::docker;
 use crate::stack::Stack;
 
-/// An HTTP answer: status, body text, body as JSON (`Value::Null` when it is not JSON).
-#[derive(Debug, Clone)]
-pub struct Answer {
-    pub status: u16,
-    pub text: String,
-    pub json: Value,
-}
-
-/// One request with an optional `Authorization` header and a raw body, under `timeout`.
-/// `Err` when nothing answers (connection refused or reset, timeout).
-pub fn request(
-    method: &str,
-    url: &str,
-    authorization: Option<&str>,
-    body: Option<&str>,
-    timeout: Duration,
-) -> Result<Answer, String> {
-    let agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(timeout))
-        .build()
-        .new_agent();
-    let response = match method {
-        "GET" => {
-            let mut req = agent.get(url);
-            if let Some(auth) = authorization {
-                req = req.header("Authorization", auth);
-            }
-            req.call()
-        }
-        "POST" => {
-            let mut req = agent.post(url).header("Content-Type", "application/json");
-            if let Some(auth) = authorization {
-                req = req.header("Authorization", auth);
-            }
-            match body {
-                Some(body) => req.send(body),
-                None => req.send_empty(),
-            }
-        }
-        _ => return Err(format!("unsupported method {method}")),
-    }
-    .map_err(|e| format!("{method} {url}: {e}"))?;
-    let status = response.status().as_u16();
-    let text = response
-        .into_body()
-        .read_to_string()
-        .map_err(|e| format!("{method} {url}: body: {e}"))?;
-    let json = serde_json::from_str(&text).unwrap_or(Value::Null);
-    Ok(Answer { status, text, json })
-}
+pub use crate::http::{Answer, request};
 
 /// How long a restore or a drill may take in the tests (the 2-core machine is shared).
 pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(180);
