@@ -305,7 +305,12 @@ fn choose_parts(stamp: &Stamp, meta: &Metadata, choice: ChromaChoice) -> Result<
 }
 
 /// Full validation, or the structural check for a caller that validated just before.
-fn check_snapshot(paths: &Paths, stamp: &Stamp, prevalidated: bool) -> Result<Metadata> {
+/// Returns the metadata and the validation's warnings.
+fn check_snapshot(
+    paths: &Paths,
+    stamp: &Stamp,
+    prevalidated: bool,
+) -> Result<(Metadata, Vec<String>)> {
     let meta = match snapshot::metadata_of(paths, stamp) {
         Ok(m) => Some(m),
         // A folder without readable metadata is an invalid snapshot, not an unknown one.
@@ -313,13 +318,17 @@ fn check_snapshot(paths: &Paths, stamp: &Stamp, prevalidated: bool) -> Result<Me
         Err(e) => return Err(e),
     };
     let dir = paths.snapshot_dir(stamp);
-    let errors = if prevalidated && dir.join(manifest::MANIFEST_FILE).is_file() {
-        validate::quick(&dir).1
+    let (errors, warnings) = if prevalidated && dir.join(manifest::MANIFEST_FILE).is_file() {
+        (
+            validate::quick(&dir).1,
+            vec!["prevalidated_by_caller".to_string()],
+        )
     } else {
-        validate::validate(paths, stamp)?.errors
+        let report = validate::validate(paths, stamp)?;
+        (report.errors, report.warnings)
     };
     match meta {
-        Some(m) if errors.is_empty() => Ok(m),
+        Some(m) if errors.is_empty() => Ok((m, warnings)),
         _ => Err(Error::InvalidSnapshot {
             stamp: stamp.to_string(),
             codes: if errors.is_empty() {
@@ -340,7 +349,7 @@ pub fn prepare(paths: &Paths, stamp: &str, choice: ChromaChoice) -> Result<Stage
     if pending_journal(paths)?.is_some() {
         return Err(Error::Busy(journal_path(paths)));
     }
-    let meta = check_snapshot(paths, &stamp, false)?;
+    let (meta, _) = check_snapshot(paths, &stamp, false)?;
     let parts = choose_parts(&stamp, &meta, choice)?;
     remove_if_exists(&staged_path(paths))?;
     stage_all(paths, &stamp, &meta, &parts)?;
@@ -394,7 +403,7 @@ pub fn restore(paths: &Paths, opts: &RestoreOptions) -> Result<RestoreReport> {
     // before anything else happens.
     let pending = pending_journal(paths)?;
     if opts.dry_run {
-        let meta = check_snapshot(paths, &stamp, opts.prevalidated)?;
+        let (meta, validation_warnings) = check_snapshot(paths, &stamp, opts.prevalidated)?;
         let parts = choose_parts(&stamp, &meta, opts.chroma)?;
         return Ok(RestoreReport {
             stamp: stamp.to_string(),
@@ -406,7 +415,7 @@ pub fn restore(paths: &Paths, opts: &RestoreOptions) -> Result<RestoreReport> {
                 db: paths.db.clone(),
                 registry: parts.registry.then(|| paths.registry.clone()),
                 chroma: parts.chroma.then(|| paths.chroma.clone()),
-                validation_warnings: Vec::new(),
+                validation_warnings,
                 interrupted_restore_to_finish: pending.map(|j| j.stamp),
                 staged_ahead: staged_matches(paths, &stamp, &parts),
             }),
@@ -433,7 +442,7 @@ pub fn restore(paths: &Paths, opts: &RestoreOptions) -> Result<RestoreReport> {
         warnings.push(format!("finished_earlier_pre_restore_snapshot:{earlier}"));
     }
 
-    let meta = check_snapshot(paths, &stamp, opts.prevalidated)?;
+    let (meta, _) = check_snapshot(paths, &stamp, opts.prevalidated)?;
     let parts = choose_parts(&stamp, &meta, opts.chroma)?;
     let now = Utc::now();
     let journal = Journal {

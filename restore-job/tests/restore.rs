@@ -202,6 +202,11 @@ fn dry_run_prints_the_plan_and_changes_nothing() {
     assert_eq!(r.code, 0, "{}", r.stdout);
     assert_eq!(r.json["dry_run"], true);
     assert_eq!(r.json["plan"]["would_take_pre_restore_snapshot"], true);
+    // The plan carries the validation's warnings (this snapshot was not quiesced).
+    assert_eq!(
+        r.json["plan"]["validation_warnings"],
+        serde_json::json!(["chroma_not_quiesced"])
+    );
     assert_eq!(
         r.json["plan"]["chroma"],
         i.paths.chroma.display().to_string()
