@@ -14,7 +14,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::{Value, json};
 
 use crate::config::{Paths, RetentionArgs, StorageArgs};
-use crate::error::{Error, ErrorBody, Result};
+use crate::error::{ErrorBody, Result};
 use crate::metadata::Kind;
 use crate::restore::{ChromaChoice, RestoreOptions};
 use crate::snapshot::{BackupOptions, Hooks};
@@ -299,9 +299,4 @@ pub fn print(v: &Value) {
     let _ = serde_json::to_writer_pretty(&mut out, v);
     let _ = out.write_all(b"\n");
     let _ = out.flush();
-}
-
-/// Exposed for callers that want the error as JSON.
-pub fn error_json(e: &Error) -> Value {
-    json!(ErrorBody::from(e))
 }

@@ -72,7 +72,7 @@ pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T
 }
 
 /// A hidden temp name beside `path`.
-pub fn tmp_name(path: &Path) -> PathBuf {
+fn tmp_name(path: &Path) -> PathBuf {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -225,7 +225,6 @@ pub fn set_owner_and_mtime(path: &Path, uid: u32, gid: u32, mtime_ns: Option<i12
 #[derive(Debug)]
 pub struct BackupLock {
     _file: File,
-    path: PathBuf,
 }
 
 impl BackupLock {
@@ -248,11 +247,7 @@ impl BackupLock {
             }
             return Err(Error::io("lock", &path)(e));
         }
-        Ok(BackupLock { _file: file, path })
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
+        Ok(BackupLock { _file: file })
     }
 }
 
