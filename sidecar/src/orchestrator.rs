@@ -179,27 +179,49 @@ pub(crate) async fn preflight(state: &State) -> Result<()> {
     Ok(())
 }
 
-/// At start: a restore whose orchestrator died (the sidecar was killed after writing
-/// its request, and `docker compose up` let the init job perform it) leaves the live
-/// state it moved aside with nobody to make the pre-restore snapshot of it. Make it
-/// now; atocore may run meanwhile (only the aside copy is read).
+/// How often the sidecar looks for a restore whose orchestrator died.
+const LEFTOVER_CHECK_INTERVAL: Duration = Duration::from_secs(5);
+
+/// A restore whose orchestrator died (the sidecar was killed after writing its request,
+/// and `docker compose up` let the init job perform it, possibly after this sidecar had
+/// started) leaves the live state it moved aside with nobody to make the pre-restore
+/// snapshot of it. Until shutdown, look for that every few seconds (three small file
+/// reads) and make the snapshot; atocore may run meanwhile (only the aside copy is
+/// read). The sidecar's own restores hold the operation gate until they have made
+/// theirs, so a free gate with an aside copy pending means an orphan.
 pub async fn finish_leftover_pre_restore(state: Arc<State>) {
+    loop {
+        if leftover_pending(&state).await {
+            finish_leftover(&state).await;
+        }
+        tokio::select! {
+            _ = state.shutdown.cancelled() => return,
+            _ = tokio::time::sleep(LEFTOVER_CHECK_INTERVAL) => {}
+        }
+    }
+}
+
+async fn leftover_pending(state: &Arc<State>) -> bool {
     let p = state.config.paths.clone();
-    let leftover = blocking(&state, "check for a leftover restore", move || {
+    blocking(state, "check for a leftover restore", move || {
         Ok(restore::pending_aside(&p)?.is_some()
             && restore::pending_journal(&p)?.is_none()
             && init::pending_request(&p)?.is_none())
     })
     .await
-    .unwrap_or(false);
-    if !leftover {
-        return;
-    }
-    let Ok(_gate) = crate::operation::Gate::try_begin(&state, "pre-restore snapshot") else {
+    .unwrap_or(false)
+}
+
+async fn finish_leftover(state: &Arc<State>) {
+    let Ok(_gate) = crate::operation::Gate::try_begin(state, "pre-restore snapshot") else {
         return;
     };
+    // Checked again under the gate: a restore of this sidecar may just have finished.
+    if !leftover_pending(state).await {
+        return;
+    }
     let p = state.config.paths.clone();
-    match blocking(&state, "finalize", move || Ok(restore::finalize(&p)?)).await {
+    match blocking(state, "finalize", move || Ok(restore::finalize(&p)?)).await {
         Ok(stamp) => tracing::warn!(
             snapshot = ?stamp,
             "made the pre-restore snapshot an interrupted restore left pending"
