@@ -49,6 +49,13 @@ pub enum Error {
     #[error("cannot restore: snapshot `{stamp}` failed validation ({}); pick an older one with `atocore-restore-job list`", codes.join(", "))]
     InvalidSnapshot { stamp: String, codes: Vec<String> },
 
+    /// A snapshot's files no longer match what was recorded when it was made (a flipped
+    /// byte, a truncated or missing file): the snapshot is damaged, not the request.
+    #[error(
+        "snapshot `{stamp}` is damaged: {why}; check it with `atocore-restore-job validate {stamp}` and pick another with `atocore-restore-job list`"
+    )]
+    DamagedSnapshot { stamp: String, why: String },
+
     /// There is no live database to back up.
     #[error(
         "no database at {0}: nothing to back up; check --db-path / ATOCORE_DB_PATH or --storage-root"
@@ -130,6 +137,7 @@ impl Error {
             Error::Busy(_) => "busy",
             Error::Usage(_) => "bad_request",
             Error::InvalidSnapshot { .. } => "snapshot_invalid",
+            Error::DamagedSnapshot { .. } => "snapshot_damaged",
             Error::MissingDatabase(_) => "database_missing",
             Error::Io { .. } => "io_error",
             Error::Sqlite { .. } => "sqlite_error",

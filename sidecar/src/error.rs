@@ -120,7 +120,9 @@ impl Error {
                 }
                 Engine::UnknownStamp { .. } => StatusCode::NOT_FOUND,
                 Engine::Busy(_) | Engine::DatabaseInUse(_) => StatusCode::CONFLICT,
-                Engine::InvalidSnapshot { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+                Engine::InvalidSnapshot { .. } | Engine::DamagedSnapshot { .. } => {
+                    StatusCode::UNPROCESSABLE_ENTITY
+                }
                 Engine::Cancelled(_) => StatusCode::SERVICE_UNAVAILABLE,
                 _ => StatusCode::INTERNAL_SERVER_ERROR,
             },
