@@ -242,8 +242,8 @@ fn dispatch(paths: &Paths, command: Command) -> Result<(Value, u8)> {
             Ok((to_value(&staged), 0))
         }
         Command::Finalize => {
-            let stamp = restore::finalize(paths)?;
-            Ok((json!({ "pre_restore_snapshot": stamp }), 0))
+            let done = restore::finalize(paths)?;
+            Ok((to_value(&done), 0))
         }
         Command::Prune {
             dry_run,

@@ -41,6 +41,13 @@ pub enum Error {
     )]
     Busy(PathBuf),
 
+    /// A restore is unfinished (its journal exists): the live files may be half
+    /// swapped, so no backup is taken of them until it is finished.
+    #[error(
+        "a restore is unfinished ({0} exists): the live files may be half swapped, so no snapshot is taken of them; finish it with `atocore-restore-job init` (or `docker compose up -d`, which runs it), then back up"
+    )]
+    RestorePending(PathBuf),
+
     /// Bad command-line or request input that is not about a stamp.
     #[error("{0}")]
     Usage(String),
@@ -122,6 +129,7 @@ impl Error {
             | Error::NotConfirmed(_)
             | Error::DatabaseInUse(_)
             | Error::Busy(_)
+            | Error::RestorePending(_)
             | Error::Usage(_) => 2,
             _ => 1,
         }
@@ -134,7 +142,7 @@ impl Error {
             Error::UnknownStamp { .. } => "unknown_stamp",
             Error::NotConfirmed(_) => "not_confirmed",
             Error::DatabaseInUse(_) => "database_in_use",
-            Error::Busy(_) => "busy",
+            Error::Busy(_) | Error::RestorePending(_) => "busy",
             Error::Usage(_) => "bad_request",
             Error::InvalidSnapshot { .. } => "snapshot_invalid",
             Error::DamagedSnapshot { .. } => "snapshot_damaged",

@@ -89,6 +89,7 @@ impl Default for Hooks<'_> {
 /// Take a snapshot: lock, copy, validate, publish. Returns the published metadata.
 pub fn backup(paths: &Paths, opts: &BackupOptions, hooks: Hooks<'_>) -> Result<Metadata> {
     let _lock = BackupLock::acquire(&paths.backup_dir)?;
+    crate::restore::refuse_while_restoring(paths)?;
     backup_locked(paths, opts, hooks)
 }
 

@@ -7,4 +7,5 @@ mod crash;
 mod mounts;
 mod prune;
 mod restore;
+mod safety;
 mod validate;

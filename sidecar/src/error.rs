@@ -119,7 +119,9 @@ impl Error {
                     StatusCode::BAD_REQUEST
                 }
                 Engine::UnknownStamp { .. } => StatusCode::NOT_FOUND,
-                Engine::Busy(_) | Engine::DatabaseInUse(_) => StatusCode::CONFLICT,
+                Engine::Busy(_) | Engine::RestorePending(_) | Engine::DatabaseInUse(_) => {
+                    StatusCode::CONFLICT
+                }
                 Engine::InvalidSnapshot { .. } | Engine::DamagedSnapshot { .. } => {
                     StatusCode::UNPROCESSABLE_ENTITY
                 }

@@ -222,9 +222,11 @@ async fn finish_leftover(state: &Arc<State>) {
     }
     let p = state.config.paths.clone();
     match blocking(state, "finalize", move || Ok(restore::finalize(&p)?)).await {
-        Ok(stamp) => tracing::warn!(
-            snapshot = ?stamp,
-            "made the pre-restore snapshot an interrupted restore left pending"
+        Ok(done) => tracing::warn!(
+            snapshot = ?done.pre_restore_snapshot,
+            kept = ?done.kept,
+            warnings = ?done.warnings,
+            "finished the pre-restore snapshot an interrupted restore left pending"
         ),
         Err(e) => tracing::error!(
             cause = %e,
@@ -405,8 +407,10 @@ pub async fn orchestrate(
     // 5. The pre-restore snapshot, now that atocore serves again.
     let p = paths.clone();
     match blocking(state, "finalize", move || Ok(restore::finalize(&p)?)).await {
-        Ok(Some(pre)) => resp.pre_restore_snapshot = Some(pre),
-        Ok(None) => {}
+        Ok(done) => {
+            resp.pre_restore_snapshot = done.pre_restore_snapshot;
+            resp.warnings.extend(done.warnings);
+        }
         Err(e) => {
             tracing::error!(cause = %e, "the pre-restore snapshot could not be made; the next restore or init run makes it");
             resp.warnings
@@ -607,13 +611,23 @@ async fn rollback(state: &Arc<State>, atocore_running: bool) -> Rollback {
     }
     let p = state.config.paths.clone();
     let pre = match blocking(state, "finalize", move || Ok(restore::finalize(&p)?)).await {
-        Ok(Some(pre)) => pre,
-        Ok(None) => {
-            rb.error = Some(
-                "there is no pre-restore snapshot to roll back to (pre_snapshot was false)".into(),
-            );
-            return rb;
-        }
+        Ok(done) => match done.pre_restore_snapshot {
+            Some(pre) => pre,
+            None if !done.kept.is_empty() => {
+                rb.error = Some(format!(
+                    "there is no pre-restore snapshot to roll back to: {}",
+                    done.warnings.join("; ")
+                ));
+                return rb;
+            }
+            None => {
+                rb.error = Some(
+                    "there is no pre-restore snapshot to roll back to (pre_snapshot was false)"
+                        .into(),
+                );
+                return rb;
+            }
+        },
         Err(e) => {
             rb.error = Some(format!("the pre-restore snapshot could not be made: {e}"));
             return rb;
