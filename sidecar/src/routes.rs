@@ -30,6 +30,7 @@ use crate::error::{Error, Result};
 use crate::json::{self, Reply};
 use crate::metrics::Scrape;
 use crate::operation::{self};
+use crate::orchestrator::RestoreFailure;
 use crate::state::State;
 use crate::{auth, drill, health, orchestrator};
 
@@ -124,9 +125,12 @@ async fn route(req: Request<Incoming>, state: &Arc<State>) -> Result<Reply> {
         ["admin", "restore"] => {
             allow(&req, "POST")?;
             let body: orchestrator::RestoreBody = read(req, state).await?;
-            match orchestrator::restore(state, body).await? {
+            match orchestrator::restore(state, body).await {
                 Ok(r) => Ok(json::reply(StatusCode::OK, &r)),
-                Err(failed) => Ok(json::reply(failed.status, &failed.response)),
+                Err(RestoreFailure::Failed { status, response }) => {
+                    Ok(json::reply(status, &response))
+                }
+                Err(RestoreFailure::Refused(e)) => Err(e),
             }
         }
         ["admin", "drill"] => {

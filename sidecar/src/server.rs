@@ -50,9 +50,9 @@ pub async fn run(
         backup_dir = %state.config.paths.backup_dir.display(),
         "atocore-sidecar listening"
     );
-    tokio::spawn(crate::orchestrator::finish_leftover_pre_restore(
-        Arc::clone(&state),
-    ));
+    tokio::spawn(crate::leftover::finish_orphaned_pre_restore(Arc::clone(
+        &state,
+    )));
     let schedule = state
         .config
         .schedule
