@@ -155,7 +155,9 @@ pub fn scan_tree(root: &Path) -> Result<(Index, Vec<Skipped>)> {
     // Links are judged against the whole tree, as the kernel would resolve them.
     let bad = unsafe_links(&index.entries);
     if !bad.is_empty() {
-        index.entries.retain(|e| !bad.iter().any(|(p, _)| p == &e.path));
+        index
+            .entries
+            .retain(|e| !bad.iter().any(|(p, _)| p == &e.path));
         skipped.extend(bad.into_iter().map(|(path, why)| Skipped {
             path,
             why,
@@ -238,7 +240,7 @@ fn walk(root: &Path, rel_dir: &str, out: &mut Vec<Entry>, skipped: &mut Vec<Skip
                 skipped.push(Skipped {
                     path: rel,
                     why: format!("could not be stat-ed ({e})"),
-                    unreadable: false,
+                    unreadable: true,
                 });
                 continue;
             }
@@ -346,7 +348,11 @@ fn follow(
 }
 
 /// Check one link of a tree: `Err(why)` when it would resolve outside the root.
-fn check_link(links: &HashMap<&str, &str>, rel: &str, target: &str) -> std::result::Result<(), String> {
+fn check_link(
+    links: &HashMap<&str, &str>,
+    rel: &str,
+    target: &str,
+) -> std::result::Result<(), String> {
     let mut stack: Vec<String> = rel.split('/').map(str::to_string).collect();
     stack.pop();
     let mut hops = 1;
@@ -407,12 +413,18 @@ pub fn index_problems(index: &Index) -> Vec<(String, String)> {
 fn is_plain(rel: &str) -> bool {
     !rel.is_empty()
         && !rel.contains('\0')
-        && rel.split('/').all(|c| !c.is_empty() && c != "." && c != "..")
+        && rel
+            .split('/')
+            .all(|c| !c.is_empty() && c != "." && c != "..")
 }
 
 /// A relative path from an index, checked so that joining it cannot escape `base`.
 pub fn safe_join(base: &Path, rel: &str) -> Result<PathBuf> {
-    if !is_plain(rel) || Path::new(rel).components().any(|c| !matches!(c, Component::Normal(_))) {
+    if !is_plain(rel)
+        || Path::new(rel)
+            .components()
+            .any(|c| !matches!(c, Component::Normal(_)))
+    {
         return Err(Error::UnsafeEntry {
             path: base.join(rel),
             why: "is not a plain relative path".into(),
@@ -546,7 +558,13 @@ pub fn snapshot_copy(
 ) -> Result<(Index, CopyStats)> {
     let mut index = scan(live)?;
     let prev: HashMap<&str, &Entry> = previous
-        .map(|p| p.index.entries.iter().map(|e| (e.path.as_str(), e)).collect())
+        .map(|p| {
+            p.index
+                .entries
+                .iter()
+                .map(|e| (e.path.as_str(), e))
+                .collect()
+        })
         .unwrap_or_default();
     durable::create_dir_all(dst)?;
     let mut stats = CopyStats::default();
@@ -603,7 +621,9 @@ pub fn snapshot_copy(
                             path = %e.path,
                             "a chroma file of an earlier snapshot no longer matches its recorded hash; that snapshot is damaged, the file is copied from live instead"
                         );
-                        stats.damaged_sources.push(format!("{}/{}", pv.stamp, e.path));
+                        stats
+                            .damaged_sources
+                            .push(format!("{}/{}", pv.stamp, e.path));
                     }
                 }
                 match copy_live_file(&src, &out, e)? {
@@ -907,7 +927,11 @@ mod tests {
         // No scan time recorded (an older index): never.
         assert!(!may_link(&prev, &live, None));
         // Racily clean: mtime or ctime within the margin before the scan.
-        assert!(!may_link(&prev, &live, Some(prev.mtime_ns + RACY_MARGIN_NS)));
+        assert!(!may_link(
+            &prev,
+            &live,
+            Some(prev.mtime_ns + RACY_MARGIN_NS)
+        ));
         assert!(!may_link(&prev, &live, Some(prev.mtime_ns)));
         let mut late_ctime = prev.clone();
         late_ctime.ctime_ns = scanned - RACY_MARGIN_NS;

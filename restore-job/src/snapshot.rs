@@ -216,14 +216,15 @@ pub(crate) fn backup_locked(
     let mut linked = None;
     let mut chroma_changed = None;
     // A missing chroma folder costs the chroma copy, never the database's.
-    let include_chroma = opts.include_chroma && {
-        let there = fs::symlink_metadata(&paths.chroma).is_ok_and(|m| m.is_dir());
-        if !there {
-            tracing::warn!(path = %paths.chroma.display(), "--include-chroma: the chroma directory does not exist (or is not a folder); the snapshot has no chroma copy");
-            warnings.push("chroma_missing".to_string());
-        }
-        there
-    };
+    let include_chroma = opts.include_chroma
+        && {
+            let there = fs::symlink_metadata(&paths.chroma).is_ok_and(|m| m.is_dir());
+            if !there {
+                tracing::warn!(path = %paths.chroma.display(), "--include-chroma: the chroma directory does not exist (or is not a folder); the snapshot has no chroma copy");
+                warnings.push("chroma_missing".to_string());
+            }
+            there
+        };
     if include_chroma {
         let previous = newest_chroma_index(paths, &stamp);
         let prev_ref = previous.as_ref().map(|(i, d, s)| chroma::Previous {
