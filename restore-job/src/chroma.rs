@@ -7,7 +7,7 @@
 //! staging area and the staged ones into place, entry by entry (TECH-NOTES: renames
 //! inside a mount work; renames into it from outside fail with EXDEV).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -130,11 +130,12 @@ pub fn scan(root: &Path) -> Result<Index> {
 
 /// [`scan`], with the left-out entries as values.
 pub fn scan_tree(root: &Path) -> Result<(Index, Vec<Skipped>)> {
-    let meta = fs::symlink_metadata(root).map_err(Error::io("stat", root))?;
+    // The root is the configured path: a link to the real folder is followed.
+    let meta = fs::metadata(root).map_err(Error::io("stat", root))?;
     if !meta.is_dir() {
         return Err(Error::UnsafeEntry {
             path: root.to_path_buf(),
-            why: "is not a folder (a symlink or a file where the chroma folder should be)".into(),
+            why: "is not a folder".into(),
         });
     }
     let scanned_at_ns = now_ns();
@@ -153,7 +154,8 @@ pub fn scan_tree(root: &Path) -> Result<(Index, Vec<Skipped>)> {
     walk(root, "", &mut index.entries, &mut skipped);
     index.entries.sort_by(|a, b| a.path.cmp(&b.path));
     // Links are judged against the whole tree, as the kernel would resolve them.
-    let bad = unsafe_links(&index.entries);
+    let opaque: HashSet<&str> = skipped.iter().map(|s| s.path.as_str()).collect();
+    let bad = unsafe_links(&index.entries, &opaque);
     if !bad.is_empty() {
         index
             .entries
@@ -307,13 +309,14 @@ const MAX_LINK_HOPS: usize = 40;
 /// resolution leaves the root, is absolute, or follows more than 40 links.
 fn follow(
     links: &HashMap<&str, &str>,
+    opaque: &HashSet<&str>,
     stack: &mut Vec<String>,
     target: &str,
     hops: &mut usize,
 ) -> std::result::Result<(), String> {
     if target.starts_with('/') {
         return Err(format!(
-            "is a symlink to the absolute path {target}; only links inside the chroma directory are kept"
+            "is a symlink that leads to the absolute path {target}; only links that stay inside the chroma directory are kept"
         ));
     }
     if target.is_empty() {
@@ -330,6 +333,11 @@ fn follow(
             name => {
                 stack.push(name.to_string());
                 let here = stack.join("/");
+                if opaque.contains(here.as_str()) {
+                    return Err(format!(
+                        "is a symlink that resolves through {here}, which was left out"
+                    ));
+                }
                 if let Some(t) = links.get(here.as_str()) {
                     if *hops >= MAX_LINK_HOPS {
                         return Err(
@@ -339,7 +347,7 @@ fn follow(
                     }
                     *hops += 1;
                     stack.pop();
-                    follow(links, stack, t, hops)?;
+                    follow(links, opaque, stack, t, hops)?;
                 }
             }
         }
@@ -350,18 +358,20 @@ fn follow(
 /// Check one link of a tree: `Err(why)` when it would resolve outside the root.
 fn check_link(
     links: &HashMap<&str, &str>,
+    opaque: &HashSet<&str>,
     rel: &str,
     target: &str,
 ) -> std::result::Result<(), String> {
     let mut stack: Vec<String> = rel.split('/').map(str::to_string).collect();
     stack.pop();
     let mut hops = 1;
-    follow(links, &mut stack, target, &mut hops)
+    follow(links, opaque, &mut stack, target, &mut hops)
 }
 
 /// The links of `entries` that resolve outside the root, with the reason. Links that
-/// pass never go through one that fails (that one's resolution fails first).
-fn unsafe_links(entries: &[Entry]) -> Vec<(String, String)> {
+/// pass never go through one that fails (that one's resolution fails first), nor
+/// through an `opaque` path: one left out of the tree, whose content is unknown.
+fn unsafe_links(entries: &[Entry], opaque: &HashSet<&str>) -> Vec<(String, String)> {
     let links: HashMap<&str, &str> = entries
         .iter()
         .filter(|e| e.kind == EntryKind::Symlink)
@@ -369,7 +379,11 @@ fn unsafe_links(entries: &[Entry]) -> Vec<(String, String)> {
         .collect();
     let mut bad: Vec<(String, String)> = links
         .iter()
-        .filter_map(|(p, t)| check_link(&links, p, t).err().map(|w| (p.to_string(), w)))
+        .filter_map(|(p, t)| {
+            check_link(&links, opaque, p, t)
+                .err()
+                .map(|w| (p.to_string(), w))
+        })
         .collect();
     bad.sort();
     bad
@@ -403,7 +417,7 @@ pub fn index_problems(index: &Index) -> Vec<(String, String)> {
             ));
         }
     }
-    problems.extend(unsafe_links(&index.entries));
+    problems.extend(unsafe_links(&index.entries, &HashSet::new()));
     problems.sort();
     problems.dedup();
     problems
@@ -860,7 +874,10 @@ mod tests {
     }
 
     fn bad(entries: Vec<Entry>) -> Vec<String> {
-        unsafe_links(&entries).into_iter().map(|(p, _)| p).collect()
+        unsafe_links(&entries, &HashSet::new())
+            .into_iter()
+            .map(|(p, _)| p)
+            .collect()
     }
 
     #[test]
@@ -892,6 +909,15 @@ mod tests {
         // Loops never resolve.
         assert_eq!(bad(vec![link("p", "q"), link("q", "p")]), ["p", "q"]);
         assert_eq!(bad(vec![link("self", "self/x")]), ["self"]);
+        // Through an absolute link: outside too.
+        assert_eq!(
+            bad(vec![link("abs", "/"), link("y", "abs/etc/passwd")]),
+            ["abs", "y"]
+        );
+        // Through an entry left out of the tree (its content is unknown).
+        let opaque = HashSet::from(["odd"]);
+        let through = unsafe_links(&[link("z", "odd/x"), link("w", "odd")], &opaque);
+        assert_eq!(through.len(), 2, "{through:?}");
     }
 
     #[test]

@@ -218,7 +218,7 @@ pub(crate) fn backup_locked(
     // A missing chroma folder costs the chroma copy, never the database's.
     let include_chroma = opts.include_chroma
         && {
-            let there = fs::symlink_metadata(&paths.chroma).is_ok_and(|m| m.is_dir());
+            let there = paths.chroma.is_dir();
             if !there {
                 tracing::warn!(path = %paths.chroma.display(), "--include-chroma: the chroma directory does not exist (or is not a folder); the snapshot has no chroma copy");
                 warnings.push("chroma_missing".to_string());
