@@ -520,6 +520,8 @@ enum FileCopy {
     Copied(bool),
     /// Gone (or no longer a regular file) before it could be copied.
     Vanished,
+    /// Could not be opened for reading (the reason).
+    Unreadable(String),
 }
 
 /// Copy one live file to `out`, statting it before and after; a file that changed
@@ -540,10 +542,15 @@ fn copy_live_file(src: &Path, out: &Path, e: &mut Entry) -> Result<FileCopy> {
         };
         let copied = match copy_file_hashed(src, out) {
             Ok(c) => c,
-            Err(Error::Io { path, source, .. })
-                if path == src && source.kind() == std::io::ErrorKind::NotFound =>
-            {
-                return Ok(FileCopy::Vanished);
+            Err(Error::Io {
+                op: "open",
+                path,
+                source,
+            }) if path == src => {
+                return Ok(match source.kind() {
+                    std::io::ErrorKind::NotFound => FileCopy::Vanished,
+                    _ => FileCopy::Unreadable(format!("could not be opened ({source})")),
+                });
             }
             Err(err) => return Err(err),
         };
@@ -583,6 +590,7 @@ pub fn snapshot_copy(
     durable::create_dir_all(dst)?;
     let mut stats = CopyStats::default();
     let mut vanished = Vec::new();
+    let mut unreadable = Vec::new();
     for e in &mut index.entries {
         if !keep_going() {
             return Err(Error::Cancelled("the chroma copy"));
@@ -619,11 +627,12 @@ pub fn snapshot_copy(
                     if fs::hard_link(&from, &out).is_ok() {
                         // Every file of a snapshot is hashed from its bytes: the link
                         // source is read, not trusted.
-                        let h = durable::sha256_file(&out)?;
-                        if Some(&h) == p.sha256.as_ref()
+                        let h = durable::sha256_file(&out).ok();
+                        if h.is_some()
+                            && h == p.sha256
                             && fs::metadata(&out).map(|m| m.len()).ok() == Some(e.size)
                         {
-                            e.sha256 = Some(h);
+                            e.sha256 = h;
                             stats.files += 1;
                             stats.bytes += e.size;
                             stats.linked += 1;
@@ -650,9 +659,18 @@ pub fn snapshot_copy(
                         }
                     }
                     FileCopy::Vanished => vanished.push(e.path.clone()),
+                    FileCopy::Unreadable(why) => {
+                        tracing::warn!(path = %e.path, why, "chroma file left out: it cannot be read");
+                        unreadable.push(e.path.clone());
+                        index.skipped.push(format!("{}: {why}", e.path));
+                    }
                 }
             }
         }
+    }
+    if !unreadable.is_empty() {
+        index.entries.retain(|e| !unreadable.contains(&e.path));
+        index.skipped.sort();
     }
     if !vanished.is_empty() {
         for p in &vanished {
