@@ -37,9 +37,24 @@ fn version(p: &Path) -> (u64, i64, i64, i64, i64) {
     )
 }
 
+/// A sample install on tmpfs when there is one: tmpfs never writes pages back, so a
+/// page dirtied through a mapping stays dirty (and later writes to it unseen in mtime)
+/// however busy the machine is. `true` when on tmpfs.
+fn install_on_tmpfs() -> (Install, bool) {
+    match tempfile::tempdir_in("/dev/shm") {
+        Ok(dir) => {
+            let paths =
+                atocore_restore_job::sample::create(&dir.path().join("storage"), 200, 6, 32 * 1024)
+                    .unwrap();
+            (Install { dir, paths }, true)
+        }
+        Err(_) => (Install::new(), false),
+    }
+}
+
 #[test]
 fn a_file_changed_in_the_tick_of_the_scan_is_copied_again_not_linked() {
-    let i = Install::new();
+    let (i, tmpfs) = install_on_tmpfs();
     std::thread::sleep(SETTLE);
     // Written just before the first snapshot's scan: racily clean.
     let f = i.paths.chroma.join("racy.bin");
@@ -68,11 +83,18 @@ fn a_file_changed_in_the_tick_of_the_scan_is_copied_again_not_linked() {
     // A write to a page that is already dirty changes neither size, mtime nor ctime.
     // SAFETY: within the mapping.
     unsafe { *map.add(1) = b'c' };
-    assert_eq!(
-        version(&f),
-        before,
-        "the test's premise: the change kept size, mtime and ctime"
-    );
+    // The test's premise: the change kept size, mtime and ctime. Elsewhere than on
+    // tmpfs, a writeback between the two writes can make the second one fault and
+    // update mtime; the content is still checked below.
+    if tmpfs {
+        assert_eq!(
+            version(&f),
+            before,
+            "the change touched size, mtime or ctime"
+        );
+    } else if version(&f) != before {
+        eprintln!("no tmpfs and the page was written back: the racy case was not reproduced");
+    }
     let second = i.backup(&["--include-chroma"]);
     // SAFETY: the mapping made above.
     unsafe { libc::munmap(map as *mut libc::c_void, 8192) };
