@@ -103,9 +103,8 @@ fn a_file_changed_in_the_tick_of_the_scan_is_copied_again_not_linked() {
     let a = i.snapshot_dir(&stamp_of(&first)).join("chroma/racy.bin");
     let b = i.snapshot_dir(&stamp_of(&second)).join("chroma/racy.bin");
     assert_eq!(&std::fs::read(&a).unwrap()[..2], b"ba");
-    assert_eq!(
-        std::fs::read(&b).unwrap(),
-        live,
+    assert!(
+        std::fs::read(&b).unwrap() == live,
         "snapshot 2 kept a stale copy"
     );
     assert_ne!(inode(&a), inode(&b));
