@@ -507,3 +507,37 @@ fn an_unparsable_registry_is_left_out_without_a_trace() {
     let v = i.run(&["validate", &stamp_of(&m)]);
     assert_eq!(v.code, 0, "{}", v.stdout);
 }
+
+#[test]
+fn a_chroma_file_damaged_after_validation_is_caught_while_staging_as_a_damaged_snapshot() {
+    let i = Install::new();
+    let m = i.backup(&["--include-chroma"]);
+    let stamp = stamp_of(&m);
+    let rel = "6f1c2a4e-0000-4000-8000-sample000001/data_level3.bin";
+    {
+        let path = i.snapshot_dir(&stamp).join("chroma").join(rel);
+        let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+        f.write_at(b"\xee", 5).unwrap();
+    }
+    let live_chroma = tree(&i.paths.chroma);
+    // As the sidecar does: validated moments ago, so only the structural check runs.
+    let r = atocore_restore_job::restore::restore(
+        &i.paths,
+        &atocore_restore_job::RestoreOptions {
+            stamp: stamp.clone(),
+            confirmed_service_stopped: true,
+            prevalidated: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert!(!r.db_restored && !r.chroma_restored, "{r:?}");
+    let e = r.error.expect("the restore was refused");
+    assert!(
+        e.message.contains(&format!(
+            "snapshot `{stamp}` is damaged: chroma file {rel} does not match its recorded hash"
+        )),
+        "{e:?}"
+    );
+    assert_eq!(tree(&i.paths.chroma), live_chroma);
+}
