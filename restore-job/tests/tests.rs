@@ -3,6 +3,7 @@
 mod util;
 
 mod backup;
+mod chroma_integrity;
 mod crash;
 mod mounts;
 mod prune;
