@@ -4,7 +4,7 @@
 //!
 //! The live chroma directory is a bind-mount point: it is never renamed or removed.
 //! Restores stage inside it (`.atocore-restore/`), move live entries aside into the
-//! staging area and the staged ones into place, entry by entry (TECH-NOTES: renames
+//! staging area and the staged ones into place, entry by entry (docs/design.md §4: renames
 //! inside a mount work; renames into it from outside fail with EXDEV).
 
 use std::collections::{HashMap, HashSet};

@@ -1,4 +1,4 @@
-//! The init-job mode (CONTRACT §4) and the restore request files it reads.
+//! The init-job mode (docs/design.md §1) and the restore request files it reads.
 //!
 //! Files on the backups volume, in `<backup_dir>/restore/`:
 //! - `request.json`: written by the sidecar (or an operator) to ask for a restore;

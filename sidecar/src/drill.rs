@@ -1,6 +1,6 @@
 //! The live restore drill (`POST /admin/drill`) and its history (`GET /admin/drill`).
 //!
-//! The drill (CONTRACT §4) proves on the live system that a restore brings data back:
+//! The drill (docs/design.md §1) proves on the live system that a restore brings data back:
 //! 1. a snapshot with chroma (`kind: drill`; atocore paused for the chroma copy);
 //! 2. a marker memory `DRILL-MARKER-<id>` (project `drill`) through atocore's
 //!    `POST /memory`, seen in `GET /memory?project=drill`;

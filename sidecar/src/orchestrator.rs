@@ -1,4 +1,4 @@
-//! `POST /admin/restore`: the orchestrated restore (CONTRACT §4).
+//! `POST /admin/restore`: the orchestrated restore (docs/design.md §1, docs/sidecar.md).
 //!
 //! The sidecar has the Docker socket but not the job of touching live files; the
 //! restore-job container (same volumes, no socket, created by compose as the init job)
