@@ -217,5 +217,5 @@ async fn metrics(state: &Arc<State>) -> Reply {
             .map(|f| f.at),
         now,
     });
-    json::text("text/plain; version=0.0.4; charset=utf-8", text)
+    json::text(crate::metrics::CONTENT_TYPE, text)
 }
