@@ -41,6 +41,12 @@ pub enum Error {
     )]
     Busy(PathBuf),
 
+    /// `delete` of a snapshot that a pending or staged restore still needs.
+    #[error(
+        "refusing to delete `{stamp}`: {by} refers to it; let that restore run (or drop it) first, then try again"
+    )]
+    SnapshotInUse { stamp: String, by: String },
+
     /// Bad command-line or request input that is not about a stamp.
     #[error("{0}")]
     Usage(String),
@@ -122,6 +128,7 @@ impl Error {
             | Error::NotConfirmed(_)
             | Error::DatabaseInUse(_)
             | Error::Busy(_)
+            | Error::SnapshotInUse { .. }
             | Error::Usage(_) => 2,
             _ => 1,
         }
@@ -135,6 +142,7 @@ impl Error {
             Error::NotConfirmed(_) => "not_confirmed",
             Error::DatabaseInUse(_) => "database_in_use",
             Error::Busy(_) => "busy",
+            Error::SnapshotInUse { .. } => "snapshot_in_use",
             Error::Usage(_) => "bad_request",
             Error::InvalidSnapshot { .. } => "snapshot_invalid",
             Error::DamagedSnapshot { .. } => "snapshot_damaged",
