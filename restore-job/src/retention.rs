@@ -74,6 +74,8 @@ pub struct Plan {
 }
 
 type BucketKey = fn(&DateTime<Utc>) -> String;
+/// One series: the prefix of its reasons, its members (newest first), its buckets.
+type Series<'a> = (&'a str, &'a [&'a Candidate], [(&'a str, u32, BucketKey); 3]);
 
 fn day_key(t: &DateTime<Utc>) -> String {
     t.format("%Y-%m-%d").to_string()
@@ -103,7 +105,7 @@ pub fn plan(candidates: &[Candidate], policy: &Policy, now: DateTime<Utc>) -> Pl
         .filter(|c| c.valid && !c.kind.is_special())
         .collect();
     let with_chroma: Vec<&Candidate> = regular.iter().copied().filter(|c| c.chroma).collect();
-    let series: [(&str, &[&Candidate], [(&str, u32, BucketKey); 3]); 2] = [
+    let series: [Series; 2] = [
         (
             "",
             &regular,

@@ -4,6 +4,7 @@ mod util;
 
 mod backup;
 mod crash;
+mod legacy;
 mod mounts;
 mod prune;
 mod restore;
