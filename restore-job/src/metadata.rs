@@ -60,15 +60,18 @@ impl std::str::FromStr for Kind {
     }
 }
 
-/// Name and version of the tool that wrote a snapshot.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Name and version of the tool that wrote a snapshot (informative: missing parts read
+/// as empty).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Tool {
     pub name: String,
     pub version: String,
 }
 
-/// Where the snapshot came from.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Where the snapshot came from (informative: missing parts read as empty).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Source {
     pub storage_root: String,
     pub db_path: String,
@@ -257,5 +260,8 @@ mod tests {
         assert!(m.has_chroma());
         let m: Metadata = serde_json::from_str(r#"{"chroma_snapshot_path":"/x/chroma"}"#).unwrap();
         assert!(m.has_chroma());
+        let m: Metadata =
+            serde_json::from_str(r#"{"tool":{"name":"x"},"source":{"hostname":"h"}}"#).unwrap();
+        assert_eq!(m.source.unwrap().hostname, "h");
     }
 }
