@@ -23,6 +23,12 @@ pub enum Error {
     )]
     UnknownStamp { stamp: String, dir: PathBuf },
 
+    /// `delete` of a snapshot that a pending or staged restore still needs.
+    #[error(
+        "refusing to delete `{stamp}`: {by} refers to it; let that restore run (or drop it) first, then try again"
+    )]
+    SnapshotInUse { stamp: String, by: String },
+
     /// Restore asked for without `--confirm-service-stopped`.
     #[error(
         "refusing to restore `{0}` without --confirm-service-stopped: stop atocore first (docker compose stop atocore), then add the flag"
@@ -40,12 +46,6 @@ pub enum Error {
         "another backup, restore or prune is running (it holds {0}); wait for it to finish and try again"
     )]
     Busy(PathBuf),
-
-    /// `delete` of a snapshot that a pending or staged restore still needs.
-    #[error(
-        "refusing to delete `{stamp}`: {by} refers to it; let that restore run (or drop it) first, then try again"
-    )]
-    SnapshotInUse { stamp: String, by: String },
 
     /// Bad command-line or request input that is not about a stamp.
     #[error("{0}")]
@@ -125,10 +125,10 @@ impl Error {
         match self {
             Error::BadStamp(_)
             | Error::UnknownStamp { .. }
+            | Error::SnapshotInUse { .. }
             | Error::NotConfirmed(_)
             | Error::DatabaseInUse(_)
             | Error::Busy(_)
-            | Error::SnapshotInUse { .. }
             | Error::Usage(_) => 2,
             _ => 1,
         }
@@ -139,10 +139,10 @@ impl Error {
         match self {
             Error::BadStamp(_) => "bad_stamp",
             Error::UnknownStamp { .. } => "unknown_stamp",
+            Error::SnapshotInUse { .. } => "snapshot_in_use",
             Error::NotConfirmed(_) => "not_confirmed",
             Error::DatabaseInUse(_) => "database_in_use",
             Error::Busy(_) => "busy",
-            Error::SnapshotInUse { .. } => "snapshot_in_use",
             Error::Usage(_) => "bad_request",
             Error::InvalidSnapshot { .. } => "snapshot_invalid",
             Error::DamagedSnapshot { .. } => "snapshot_damaged",
