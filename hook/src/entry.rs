@@ -1,5 +1,5 @@
 //! One transcript line: a streaming parser that keeps only what the turn finder needs,
-//! and the classification of the result ([`Entry`]) by the skip rules of HOOK-NOTES.
+//! and the classification of the result ([`Entry`]) by the skip rules of docs/design.md §6.
 //!
 //! The parser never builds a `serde_json::Value`. It stops early (by returning a marked
 //! error) as soon as a line is known to be uninteresting: a `progress` or

@@ -1,6 +1,6 @@
 //! Settings shared by every component: the storage root and the four paths below it.
 //!
-//! [`StorageArgs`] is the clap surface (flags with environment mirrors, CONTRACT §0);
+//! [`StorageArgs`] is the clap surface (flags with environment mirrors, docs/design.md §1);
 //! [`Paths`] is the validated result that everything else takes.
 
 use std::path::{Path, PathBuf};

@@ -3,7 +3,7 @@
 //!
 //! The backup pins a read snapshot on the source connection (`BEGIN` + one read) before
 //! stepping, so commits made meanwhile stay out of view and `sqlite3_backup_step` never
-//! restarts (TECH-NOTES: a plain step-wise backup never finishes under a steady writer).
+//! restarts (docs/design.md §2: a plain step-wise backup never finishes under a steady writer).
 //! The copy is therefore exactly the database as of the moment the snapshot was pinned,
 //! including everything committed before it.
 

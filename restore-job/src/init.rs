@@ -1,4 +1,4 @@
-//! The init-job mode (CONTRACT §4) and the restore request files it reads.
+//! The init-job mode (docs/design.md §1) and the restore request files it reads.
 //!
 //! Files on the backups volume, in `<backup_dir>/restore/`:
 //! - `request.json`: written by the sidecar (or an operator) to ask for a restore;
@@ -71,6 +71,12 @@ pub struct InitReport {
     pub recovered: Option<RestoreReport>,
     /// A pre-restore snapshot left pending by an earlier restore, made by this run.
     pub finalized_pre_restore_snapshot: Option<String>,
+    /// Folders that keep a set-aside live state no snapshot could be made of.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pre_restore_kept: Vec<PathBuf>,
+    /// What went wrong without stopping the init job (atocore may start).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
     /// The request performed, if any.
     pub request: Option<RestoreRequest>,
     pub result: Option<RestoreResult>,
@@ -127,6 +133,8 @@ pub fn init(paths: &Paths) -> Result<InitReport> {
         mode: "init",
         recovered: None,
         finalized_pre_restore_snapshot: None,
+        pre_restore_kept: Vec::new(),
+        warnings: Vec::new(),
         request: None,
         result: None,
     };
@@ -140,7 +148,21 @@ pub fn init(paths: &Paths) -> Result<InitReport> {
                 report.recovered = Some(restore::finish(paths, j)?);
             }
             // The orchestrator that should have made the pre-restore snapshot is gone.
-            report.finalized_pre_restore_snapshot = restore::finalize_locked(paths)?;
+            // Whatever happens to that snapshot, it never keeps atocore from starting:
+            // the restored data is in place and the old state is kept, not deleted.
+            match restore::finalize_locked(paths) {
+                Ok(f) => {
+                    report.finalized_pre_restore_snapshot = f.pre_restore_snapshot;
+                    report.pre_restore_kept = f.kept;
+                    report.warnings.extend(f.warnings);
+                }
+                Err(e) => {
+                    tracing::error!(cause = %e, "the pending pre-restore snapshot could not be finished; atocore may start, run `atocore-restore-job finalize` later");
+                    report
+                        .warnings
+                        .push(format!("pre_restore_snapshot_pending: {e}"));
+                }
+            }
         }
         return Ok(report);
     }

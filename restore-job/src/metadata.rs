@@ -147,6 +147,13 @@ pub struct Metadata {
     pub registry_file: Option<FileAttrs>,
     #[serde(default, deserialize_with = "null_as_default")]
     pub warnings: Vec<String>,
+    /// `false` when some chroma file kept changing while it was copied (or vanished
+    /// before it could be copied); the paths are in `chroma_changed_paths`. Null
+    /// without chroma.
+    #[serde(default)]
+    pub chroma_consistent: Option<bool>,
+    #[serde(default)]
+    pub chroma_changed_paths: Option<Vec<String>>,
     /// Fields written by other versions are kept as they are.
     #[serde(flatten)]
     pub extra: BTreeMap<String, serde_json::Value>,

@@ -130,6 +130,10 @@ pub struct RestoreReport {
     /// Why the restore failed after it started (it then exits 1).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorBody>,
+    /// Folders that keep the live state from before the restore because its
+    /// pre-restore snapshot could not be made (the warnings say why).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pre_restore_kept: Vec<PathBuf>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
 }
@@ -174,7 +178,32 @@ pub struct Aside {
     #[serde(default)]
     pub snapshot: Option<String>,
     pub created_at: String,
+    /// Set when no snapshot could be made and the files are being moved into the
+    /// kept folders (so a rerun after a crash goes on keeping, never deletes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kept_because: Option<String>,
 }
+
+/// What [`finalize`] did with the live state a restore set aside.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Finalized {
+    /// The `pre-restore` snapshot made from it.
+    pub pre_restore_snapshot: Option<String>,
+    /// Folders where the set-aside files were kept, untouched, because no snapshot
+    /// could be made of them (see [`KEPT_PREFIX`]). Nothing is deleted then.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub kept: Vec<PathBuf>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+/// Name prefix of the folders (beside the database, beside the registry, and in the
+/// chroma staging area) that keep a set-aside live state that could not be made into
+/// a pre-restore snapshot, followed by the restore's id.
+pub const KEPT_PREFIX: &str = "atocore-pre-restore-kept-";
+/// Name prefix of the folders that receive unexpected leftovers found where a restore
+/// wants to set the live state aside (never deleted, never overwritten).
+pub const LEFTOVER_PREFIX: &str = "atocore-restore-leftover-";
 
 /// What [`prepare`] left ready.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -200,6 +229,15 @@ fn aside_path(paths: &Paths) -> PathBuf {
 
 fn staged_path(paths: &Paths) -> PathBuf {
     paths.restore_dir().join("staged.json")
+}
+
+/// Refuse with [`Error::RestorePending`] while a restore journal exists: the live
+/// files are then half swapped, and a snapshot of them would be published as valid.
+pub(crate) fn refuse_while_restoring(paths: &Paths) -> Result<()> {
+    if journal_path(paths).exists() {
+        return Err(Error::RestorePending(journal_path(paths)));
+    }
+    Ok(())
 }
 
 /// The interrupted restore, if there is one.
@@ -429,8 +467,7 @@ pub fn restore(paths: &Paths, opts: &RestoreOptions) -> Result<RestoreReport> {
         if done.stamp == stamp.as_str() {
             let mut done = done;
             if !opts.defer_pre_snapshot && done.restored_integrity_ok {
-                done.pre_restore_snapshot = finalize_locked(paths)?;
-                done.pre_restore_pending = false;
+                finalize_into(paths, &mut done);
             }
             done.duration_ms = started.elapsed().as_millis() as u64;
             done.recovered_interrupted_restore = recovered;
@@ -438,9 +475,11 @@ pub fn restore(paths: &Paths, opts: &RestoreOptions) -> Result<RestoreReport> {
         }
     }
     let mut warnings = Vec::new();
-    if let Some(earlier) = finalize_locked(paths)? {
-        warnings.push(format!("finished_earlier_pre_restore_snapshot:{earlier}"));
+    let earlier = finalize_locked(paths)?;
+    if let Some(stamp) = earlier.pre_restore_snapshot {
+        warnings.push(format!("finished_earlier_pre_restore_snapshot:{stamp}"));
     }
+    warnings.extend(earlier.warnings);
 
     let (meta, _) = check_snapshot(paths, &stamp, opts.prevalidated)?;
     let parts = choose_parts(&stamp, &meta, opts.chroma)?;
@@ -472,8 +511,7 @@ pub fn restore(paths: &Paths, opts: &RestoreOptions) -> Result<RestoreReport> {
         }
     };
     if done.restored_integrity_ok && !opts.defer_pre_snapshot {
-        done.pre_restore_snapshot = finalize_locked(paths)?;
-        done.pre_restore_pending = false;
+        finalize_into(paths, &mut done);
     }
     done.duration_ms = started.elapsed().as_millis() as u64;
     done.recovered_interrupted_restore = recovered;
@@ -488,6 +526,28 @@ pub fn restore(paths: &Paths, opts: &RestoreOptions) -> Result<RestoreReport> {
         });
     }
     Ok(done)
+}
+
+/// Make the pre-restore snapshot of a restore whose new data is in place. Best effort:
+/// whatever fails here, the restore stands (the set-aside files are kept, or stay
+/// pending for the next `finalize`), and the report says so.
+fn finalize_into(paths: &Paths, done: &mut RestoreReport) {
+    match finalize_locked(paths) {
+        Ok(f) => {
+            done.pre_restore_snapshot = f.pre_restore_snapshot;
+            done.pre_restore_kept = f.kept;
+            done.warnings.extend(f.warnings);
+            done.pre_restore_pending = false;
+        }
+        Err(e) => {
+            tracing::error!(cause = %e, "the pre-restore snapshot could not be finished; the set-aside live state stays pending");
+            done.warnings.push(format!(
+                "pre_restore_snapshot_pending: {e}; the live state from before the restore stays set aside ({}) and `atocore-restore-job finalize` finishes it",
+                aside_path(paths).display()
+            ));
+            done.pre_restore_pending = true;
+        }
+    }
 }
 
 /// Finish the interrupted restore `j` (the lock is held by the caller).
@@ -585,12 +645,13 @@ fn execute(paths: &Paths, mut j: Journal, meta: &Metadata) -> Result<RestoreRepo
                 clear_staging(paths);
                 remove_if_exists(&journal_path(paths))?;
             }
-            return Err(fail(e.to_string()));
+            return Err(e);
         }
     };
     let staged_db = fs::metadata(&db_tmp).map_err(Error::io("stat", &db_tmp))?;
 
     // --- aside: the live state, renamed out of the way, is the safety copy ---
+    let mut leftovers = Vec::new();
     if j.phase <= Phase::Aside {
         j.phase = Phase::Aside;
         write_journal(paths, &j)?;
@@ -607,6 +668,9 @@ fn execute(paths: &Paths, mut j: Journal, meta: &Metadata) -> Result<RestoreRepo
                 )));
             }
             None => {
+                // Anything already at the aside names belongs to no pending restore:
+                // move it to a unique folder (never delete it, never rename over it).
+                leftovers = move_leftovers(paths, &j.id, j.registry, j.chroma)?;
                 let a = Aside {
                     restore_id: j.id.clone(),
                     restored_stamp: j.stamp.clone(),
@@ -616,12 +680,21 @@ fn execute(paths: &Paths, mut j: Journal, meta: &Metadata) -> Result<RestoreRepo
                     chroma: j.chroma.then(|| aside_chroma(paths)),
                     snapshot: None,
                     created_at: Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
+                    kept_because: None,
                 };
                 durable::write_json_atomic(&aside_path(paths), &a)?;
                 a
             }
         };
         move_db_aside(paths, &aside.db)?;
+        if paths.db.exists() && !aside.db.exists() {
+            // Never rename the staged file over a live database nobody set aside.
+            return Err(fail(format!(
+                "the live database {} could not be set aside as {}; nothing was replaced, the live state is as before",
+                paths.db.display(),
+                aside.db.display()
+            )));
+        }
         crash_point("after-wal-removed");
         if j.registry {
             move_file_aside(&paths.registry, &aside.registry)?;
@@ -656,7 +729,7 @@ fn execute(paths: &Paths, mut j: Journal, meta: &Metadata) -> Result<RestoreRepo
     j.phase = Phase::Verifying;
     write_journal(paths, &j)?;
     crash_point("before-verify");
-    let mut warnings = Vec::new();
+    let mut warnings = leftovers;
     let live = fs::metadata(&paths.db).map_err(Error::io("stat", &paths.db))?;
     // A rename changes neither the inode, the size nor the mtime; any write would
     // change the mtime.
@@ -743,6 +816,7 @@ fn stage_all(
     };
     let db_tmp = restore_tmp(&paths.db);
     stage_file(
+        stamp,
         &snap.join(DB_REL),
         &paths.db,
         &db_tmp,
@@ -753,14 +827,18 @@ fn stage_all(
     let (problems, facts) = db::check_file(&db_tmp);
     if !problems.is_empty() || !facts.is_some_and(|f| counts_match(&f, meta)) {
         let _ = fs::remove_file(&db_tmp);
-        return Err(Error::Usage(format!(
-            "the staged copy of {} failed integrity_check or its row counts ({}); pick another snapshot",
-            snap.join(DB_REL).display(),
-            problems.join("; ")
-        )));
+        return Err(Error::DamagedSnapshot {
+            stamp: stamp.to_string(),
+            why: format!(
+                "the staged copy of {} failed integrity_check or its recorded row counts ({})",
+                snap.join(DB_REL).display(),
+                problems.join("; ")
+            ),
+        });
     }
     if parts.registry {
         stage_file(
+            stamp,
             &snap.join(REGISTRY_REL),
             &paths.registry,
             &restore_tmp(&paths.registry),
@@ -775,10 +853,10 @@ fn stage_all(
     if let Some(want) = hashes.as_ref().and_then(|h| h.get(chroma::INDEX_FILE))
         && &durable::sha256_file(&index_path)? != want
     {
-        return Err(Error::Usage(format!(
-            "{} does not match its manifest hash: the snapshot was damaged after validation; pick another snapshot",
-            index_path.display()
-        )));
+        return Err(Error::DamagedSnapshot {
+            stamp: stamp.to_string(),
+            why: format!("{} does not match its manifest hash", index_path.display()),
+        });
     }
     let index = load_index(&snap)?;
     if let Some(index) = &index {
@@ -795,6 +873,7 @@ fn stage_all(
 /// Copy a snapshot file out to `tmp` beside `dest`, check it against the manifest,
 /// give it the live file's (or the recorded) mode and owner, fsync.
 fn stage_file(
+    stamp: &Stamp,
     src: &Path,
     dest: &Path,
     tmp: &Path,
@@ -810,10 +889,10 @@ fn stage_file(
         && &copied.sha256 != want
     {
         let _ = fs::remove_file(tmp);
-        return Err(Error::Usage(format!(
-            "{} does not match its manifest hash: the snapshot was damaged after validation; pick another snapshot",
-            src.display()
-        )));
+        return Err(Error::DamagedSnapshot {
+            stamp: stamp.to_string(),
+            why: format!("{} does not match its manifest hash", src.display()),
+        });
     }
     let attrs = fs::metadata(dest)
         .ok()
@@ -859,7 +938,7 @@ fn move_file_aside(live: &Path, aside: &Path) -> Result<()> {
     if aside.exists() || !live.exists() {
         return Ok(());
     }
-    match fs::rename(live, aside) {
+    match rename_no_replace(live, aside) {
         Ok(()) => {}
         Err(e) if is_mount_error(&e) => {
             let part = with_suffix(aside, ".partial");
@@ -891,66 +970,270 @@ fn swap_file(tmp: &Path, dest: &Path) -> Result<bool> {
 }
 
 /// Turn the aside copy of a restore into a published `pre-restore` snapshot (unless
-/// the restore said `--no-pre-snapshot`), then delete it. Returns the snapshot's
-/// stamp. Nothing to do: `Ok(None)`. Safe to run again after a crash.
-pub fn finalize(paths: &Paths) -> Result<Option<String>> {
+/// the restore said `--no-pre-snapshot`), then delete it. Safe to run again after a
+/// crash; nothing pending: an empty [`Finalized`].
+///
+/// Best effort once the new data is in place: when no snapshot can be made of the
+/// set-aside files (a corrupt old database, a full disk, no old database at all), they
+/// are moved, untouched, into folders named `atocore-pre-restore-kept-<id>` (see
+/// [`Finalized::kept`]) and a warning says where; they are never deleted then.
+pub fn finalize(paths: &Paths) -> Result<Finalized> {
     let _lock = BackupLock::acquire(&paths.backup_dir)?;
     finalize_locked(paths)
 }
 
-pub(crate) fn finalize_locked(paths: &Paths) -> Result<Option<String>> {
+pub(crate) fn finalize_locked(paths: &Paths) -> Result<Finalized> {
     let Some(mut aside) = pending_aside(paths)? else {
-        return Ok(None);
+        return Ok(Finalized::default());
     };
     if pending_journal(paths)?.is_some_and(|j| j.id == aside.restore_id) {
         // Its restore is still under way; it finishes first.
-        return Ok(None);
+        return Ok(Finalized::default());
     }
-    if aside.make_snapshot && aside.snapshot.is_none() && aside.db.is_file() {
-        let from = Paths {
-            storage_root: paths.storage_root.clone(),
-            db: aside.db.clone(),
-            registry: aside.registry.clone(),
-            chroma: aside.chroma.clone().unwrap_or_else(|| paths.chroma.clone()),
-            backup_dir: paths.backup_dir.clone(),
-        };
-        let m = snapshot::backup_locked(
-            &from,
-            &BackupOptions {
-                include_chroma: aside.chroma.as_ref().is_some_and(|c| c.is_dir()),
-                kind: Kind::PreRestore,
-                source_paths: Some(paths.clone()),
-                ..BackupOptions::default()
-            },
-            Hooks::default(),
-        )?;
-        aside.snapshot = Some(m.stamp);
-        durable::write_json_atomic(&aside_path(paths), &aside)?;
+    if let Some(why) = aside.kept_because.clone() {
+        return keep_aside(paths, &aside, why);
+    }
+    if aside.make_snapshot && aside.snapshot.is_none() {
+        if !aside.db.is_file() {
+            if aside_files(&aside).iter().any(|p| p.exists()) {
+                return keep_aside(
+                    paths,
+                    &aside,
+                    "there was no live database, so no pre-restore snapshot could be made of the registry and chroma that were replaced".into(),
+                );
+            }
+        } else {
+            let from = Paths {
+                storage_root: paths.storage_root.clone(),
+                db: aside.db.clone(),
+                registry: aside.registry.clone(),
+                chroma: aside.chroma.clone().unwrap_or_else(|| paths.chroma.clone()),
+                backup_dir: paths.backup_dir.clone(),
+            };
+            let made = snapshot::backup_locked(
+                &from,
+                &BackupOptions {
+                    include_chroma: aside.chroma.as_ref().is_some_and(|c| c.is_dir()),
+                    kind: Kind::PreRestore,
+                    source_paths: Some(paths.clone()),
+                    ..BackupOptions::default()
+                },
+                Hooks::default(),
+            );
+            match made {
+                Ok(m) => {
+                    aside.snapshot = Some(m.stamp);
+                    durable::write_json_atomic(&aside_path(paths), &aside)?;
+                }
+                Err(e) => {
+                    tracing::error!(cause = %e, "the pre-restore snapshot could not be made; keeping the set-aside live state as it is");
+                    return keep_aside(
+                        paths,
+                        &aside,
+                        format!("the pre-restore snapshot could not be made: {e}"),
+                    );
+                }
+            }
+        }
     }
     crash_point("finalize-published");
-    for f in [
+    for f in aside_files(&aside) {
+        if f.is_dir() {
+            fs::remove_dir_all(&f).map_err(Error::io("remove", &f))?;
+        } else {
+            remove_if_exists(&f)?;
+        }
+    }
+    remove_staging_if_empty(paths);
+    remove_if_exists(&aside_path(paths))?;
+    durable::sync_path(&paths.restore_dir())?;
+    tracing::info!(snapshot = ?aside.snapshot, "pre-restore snapshot finished; aside copy removed");
+    Ok(Finalized {
+        pre_restore_snapshot: aside.snapshot,
+        ..Finalized::default()
+    })
+}
+
+/// Every path of an aside copy (the database with its journals, the registry, the
+/// chroma folder), present or not.
+fn aside_files(aside: &Aside) -> Vec<PathBuf> {
+    let mut v = vec![
         aside.db.clone(),
         with_suffix(&aside.db, "-wal"),
         with_suffix(&aside.db, "-shm"),
         with_suffix(&aside.db, "-journal"),
         aside.registry.clone(),
-    ] {
-        remove_if_exists(&f)?;
+    ];
+    v.extend(aside.chroma.clone());
+    v
+}
+
+/// Move the set-aside files, untouched, into `atocore-pre-restore-kept-<id>` folders
+/// (beside the database, beside the registry, and in the chroma staging area: each on
+/// its own volume, so every move is a rename), record them in
+/// `<backup_dir>/restore/kept-<id>.json`, and forget the aside copy.
+fn keep_aside(paths: &Paths, aside: &Aside, why: String) -> Result<Finalized> {
+    if aside.kept_because.is_none() {
+        let mut marked = aside.clone();
+        marked.kept_because = Some(why.clone());
+        durable::write_json_atomic(&aside_path(paths), &marked)?;
     }
-    if let Some(c) = &aside.chroma
-        && c.exists()
-    {
-        fs::remove_dir_all(c).map_err(Error::io("remove", c))?;
+    let folder = format!("{KEPT_PREFIX}{}", aside.restore_id);
+    let live_name = |p: &Path| p.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    let mut moves: Vec<(PathBuf, PathBuf)> = Vec::new();
+    let db_dir = parent_of(&paths.db).join(&folder);
+    for suffix in ["", "-wal", "-journal"] {
+        let mut name = live_name(&paths.db);
+        name.push(suffix);
+        moves.push((with_suffix(&aside.db, suffix), db_dir.join(name)));
     }
+    moves.push((
+        aside.registry.clone(),
+        parent_of(&paths.registry)
+            .join(&folder)
+            .join(live_name(&paths.registry)),
+    ));
+    if let Some(c) = &aside.chroma {
+        moves.push((c.clone(), staging_dir(paths).join(&folder)));
+    }
+    let mut kept: Vec<PathBuf> = Vec::new();
+    for (from, to) in moves {
+        let folder_of = |p: &Path| {
+            if p.parent() == Some(staging_dir(paths).as_path()) {
+                p.to_path_buf()
+            } else {
+                parent_of(p)
+            }
+        };
+        if to.exists() {
+            // Moved by an earlier, interrupted run.
+            if !kept.contains(&folder_of(&to)) {
+                kept.push(folder_of(&to));
+            }
+            continue;
+        }
+        if !from.exists() {
+            continue;
+        }
+        durable::create_dir_all(&parent_of(&to))?;
+        rename_no_replace(&from, &to).map_err(Error::io("keep", &from))?;
+        durable::sync_parent(&to)?;
+        durable::sync_parent(&from)?;
+        if !kept.contains(&folder_of(&to)) {
+            kept.push(folder_of(&to));
+        }
+    }
+    let record = serde_json::json!({
+        "restore_id": aside.restore_id,
+        "restored_stamp": aside.restored_stamp,
+        "why": why,
+        "kept": kept,
+        "kept_at": Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
+    });
+    durable::write_json_atomic(
+        &paths
+            .restore_dir()
+            .join(format!("kept-{}.json", aside.restore_id)),
+        &record,
+    )?;
+    remove_if_exists(&aside_path(paths))?;
+    durable::sync_path(&paths.restore_dir())?;
+    let listed: Vec<String> = kept.iter().map(|p| p.display().to_string()).collect();
+    tracing::warn!(kept = ?listed, why = %why, "the live state from before the restore is kept untouched");
+    Ok(Finalized {
+        pre_restore_snapshot: None,
+        warnings: vec![format!(
+            "pre_restore_snapshot_failed: {why}; the live state from before the restore is kept untouched in {}; copy it somewhere safe, then remove it",
+            listed.join(", ")
+        )],
+        kept,
+    })
+}
+
+/// Move whatever sits at the names a new restore sets the live state aside under
+/// (left by an older crash whose record is gone) into `atocore-restore-leftover-<id>`
+/// folders beside them. Returns a warning per move.
+fn move_leftovers(paths: &Paths, id: &str, registry: bool, chroma: bool) -> Result<Vec<String>> {
+    let folder = format!("{LEFTOVER_PREFIX}{id}");
+    let db = aside_db(paths);
+    let mut candidates = vec![
+        db.clone(),
+        with_suffix(&db, "-wal"),
+        with_suffix(&db, "-shm"),
+        with_suffix(&db, "-journal"),
+    ];
+    if registry {
+        candidates.push(aside_registry(paths));
+    }
+    if chroma {
+        candidates.push(aside_chroma(paths));
+    }
+    let mut warnings = Vec::new();
+    for from in candidates {
+        if fs::symlink_metadata(&from).is_err() {
+            continue;
+        }
+        let to = parent_of(&from)
+            .join(&folder)
+            .join(from.file_name().unwrap_or_default());
+        durable::create_dir_all(&parent_of(&to))?;
+        rename_no_replace(&from, &to).map_err(Error::io("move a leftover", &from))?;
+        durable::sync_parent(&from)?;
+        tracing::warn!(from = %from.display(), to = %to.display(), "moved an unexpected leftover out of the way");
+        warnings.push(format!(
+            "moved_unexpected_leftover: {} -> {}",
+            from.display(),
+            to.display()
+        ));
+    }
+    Ok(warnings)
+}
+
+fn parent_of(p: &Path) -> PathBuf {
+    p.parent().map(Path::to_path_buf).unwrap_or_default()
+}
+
+fn remove_staging_if_empty(paths: &Paths) {
     if let Ok(mut rd) = fs::read_dir(staging_dir(paths))
         && rd.next().is_none()
     {
         let _ = fs::remove_dir(staging_dir(paths));
     }
-    remove_if_exists(&aside_path(paths))?;
-    durable::sync_path(&paths.restore_dir())?;
-    tracing::info!(snapshot = ?aside.snapshot, "pre-restore snapshot finished; aside copy removed");
-    Ok(aside.snapshot)
+}
+
+/// `rename(2)` that fails with `EEXIST` instead of replacing `to`.
+fn rename_no_replace(from: &Path, to: &Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let cstr = |p: &Path| {
+        std::ffi::CString::new(p.as_os_str().as_bytes())
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))
+    };
+    let (f, t) = (cstr(from)?, cstr(to)?);
+    // SAFETY: two valid NUL-terminated paths, relative to the working directory.
+    let rc = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            f.as_ptr(),
+            libc::AT_FDCWD,
+            t.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    if rc == 0 {
+        return Ok(());
+    }
+    let e = std::io::Error::last_os_error();
+    match e.raw_os_error() {
+        // A file system without RENAME_NOREPLACE: check, then rename (the backups
+        // lock is held and the service is stopped, so nothing races with us).
+        Some(libc::EINVAL) | Some(libc::ENOSYS) => {
+            if fs::symlink_metadata(to).is_ok() {
+                return Err(std::io::Error::from(std::io::ErrorKind::AlreadyExists));
+            }
+            fs::rename(from, to)
+        }
+        _ => Err(e),
+    }
 }
 
 fn mtime_ns(m: &fs::Metadata) -> i128 {

@@ -89,6 +89,7 @@ impl Default for Hooks<'_> {
 /// Take a snapshot: lock, copy, validate, publish. Returns the published metadata.
 pub fn backup(paths: &Paths, opts: &BackupOptions, hooks: Hooks<'_>) -> Result<Metadata> {
     let _lock = BackupLock::acquire(&paths.backup_dir)?;
+    crate::restore::refuse_while_restoring(paths)?;
     backup_locked(paths, opts, hooks)
 }
 
@@ -165,12 +166,6 @@ pub(crate) fn backup_locked(
     if !paths.db.is_file() {
         return Err(Error::MissingDatabase(paths.db.clone()));
     }
-    if opts.include_chroma && !paths.chroma.is_dir() {
-        return Err(Error::Usage(format!(
-            "--include-chroma: the chroma directory {} does not exist; check --chroma-path or leave chroma out",
-            paths.chroma.display()
-        )));
-    }
     let snapshots = paths.snapshots_dir();
     durable::create_dir_all(&snapshots)?;
     remove_stale_partials(paths)?;
@@ -199,36 +194,62 @@ pub(crate) fn backup_locked(
     let live_db_meta = fs::metadata(&paths.db).map_err(Error::io("stat", &paths.db))?;
     let outcome = db::online_backup(&paths.db, &db_out, opts.timeout, hooks.keep_going)?;
 
+    // The registry is read once: copied, then the copy is checked.
     let mut registry_file = None;
-    let registry_copied = match fs::read(&paths.registry) {
-        Ok(bytes) if serde_json::from_slice::<serde_json::Value>(&bytes).is_err() => {
-            tracing::warn!(path = %paths.registry.display(), "the live registry is not valid JSON; it is left out of this snapshot");
-            warnings.push("registry_invalid_json_skipped".to_string());
+    let registry_copied = match fs::metadata(&paths.registry) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            tracing::warn!(path = %paths.registry.display(), "there is no live registry; the snapshot has none");
+            warnings.push("registry_missing".to_string());
             false
         }
-        Ok(_) => {
+        Err(e) => return Err(Error::io("stat", &paths.registry)(e)),
+        Ok(m) => {
             durable::create_dir_all(&partial.join("config"))?;
             let out = partial.join(REGISTRY_REL);
             let c = durable::copy_file_hashed(&paths.registry, &out)?;
-            hashes.insert(REGISTRY_REL.to_string(), c.sha256);
-            let m = fs::metadata(&paths.registry).map_err(Error::io("stat", &paths.registry))?;
-            registry_file = Some(FileAttrs {
-                mode: m.mode() & 0o7777,
-                uid: m.uid(),
-                gid: m.gid(),
-            });
-            true
+            let parses = fs::read(&out)
+                .map(|b| serde_json::from_slice::<serde_json::Value>(&b).is_ok())
+                .map_err(Error::io("read", &out))?;
+            if parses {
+                hashes.insert(REGISTRY_REL.to_string(), c.sha256);
+                registry_file = Some(FileAttrs {
+                    mode: m.mode() & 0o7777,
+                    uid: m.uid(),
+                    gid: m.gid(),
+                });
+                true
+            } else {
+                tracing::warn!(path = %paths.registry.display(), "the live registry is not valid JSON; it is left out of this snapshot");
+                warnings.push("registry_invalid_json_skipped".to_string());
+                fs::remove_file(&out).map_err(Error::io("remove", &out))?;
+                fs::remove_dir(partial.join("config"))
+                    .map_err(Error::io("remove", partial.join("config")))?;
+                false
+            }
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
-        Err(e) => return Err(Error::io("read", &paths.registry)(e)),
     };
 
     let mut chroma_index: Option<Index> = None;
     let mut chroma_quiesced = None;
     let mut linked = None;
-    if opts.include_chroma {
+    let mut chroma_changed = None;
+    // A missing chroma folder costs the chroma copy, never the database's.
+    let include_chroma = opts.include_chroma
+        && {
+            let there = paths.chroma.is_dir();
+            if !there {
+                tracing::warn!(path = %paths.chroma.display(), "--include-chroma: the chroma directory does not exist (or is not a folder); the snapshot has no chroma copy");
+                warnings.push("chroma_missing".to_string());
+            }
+            there
+        };
+    if include_chroma {
         let previous = newest_chroma_index(paths, &stamp);
-        let prev_ref = previous.as_ref().map(|(i, d)| (i, d.as_path()));
+        let prev_ref = previous.as_ref().map(|(i, d, s)| chroma::Previous {
+            index: i,
+            dir: d.as_path(),
+            stamp: s.as_str(),
+        });
         let paused = match hooks.quiesce.as_mut() {
             Some(q) => q.pause(),
             None => false,
@@ -253,9 +274,17 @@ pub(crate) fn backup_locked(
             }
         }
         for s in &index.skipped {
+            tracing::warn!(entry = %s, "chroma entry left out of the snapshot");
             warnings.push(format!("chroma_entry_skipped:{s}"));
         }
+        for d in &stats.damaged_sources {
+            warnings.push(format!("chroma_link_source_damaged:{d}"));
+        }
+        if !stats.changed.is_empty() {
+            warnings.push("chroma_changed_during_copy".to_string());
+        }
         linked = Some(stats.linked);
+        chroma_changed = Some(stats.changed);
         let index_path = partial.join(chroma::INDEX_FILE);
         durable::write_json_atomic(&index_path, &index)?;
         hashes.insert(
@@ -313,10 +342,9 @@ pub(crate) fn backup_locked(
         db_size_bytes: db_size,
         registry_snapshot_path: registry_copied
             .then(|| final_dir.join(REGISTRY_REL).display().to_string()),
-        chroma_snapshot_path: opts
-            .include_chroma
+        chroma_snapshot_path: include_chroma
             .then(|| final_dir.join(CHROMA_REL).display().to_string()),
-        include_chroma: opts.include_chroma,
+        include_chroma,
         kind: Some(opts.kind),
         format_version: Some(FORMAT_VERSION),
         tool: Some(Tool {
@@ -348,6 +376,8 @@ pub(crate) fn backup_locked(
         }),
         registry_file,
         warnings,
+        chroma_consistent: chroma_changed.as_ref().map(Vec::is_empty),
+        chroma_changed_paths: chroma_changed,
         extra: BTreeMap::new(),
     };
     durable::write_json_atomic(&partial.join(METADATA_FILE), &meta)?;
@@ -366,7 +396,7 @@ pub(crate) fn backup_locked(
     tracing::info!(
         stamp = %stamp,
         kind = opts.kind.as_str(),
-        include_chroma = opts.include_chroma,
+        include_chroma,
         copy_ms,
         validate_ms,
         "snapshot published"
@@ -374,14 +404,15 @@ pub(crate) fn backup_locked(
     Ok(meta)
 }
 
-/// The newest published snapshot older than `before` that has a chroma index.
-fn newest_chroma_index(paths: &Paths, before: &Stamp) -> Option<(Index, PathBuf)> {
+/// The newest published snapshot older than `before` that has a chroma index: its
+/// index, its chroma folder and its stamp.
+fn newest_chroma_index(paths: &Paths, before: &Stamp) -> Option<(Index, PathBuf, String)> {
     let mut stamps = published_stamps(paths).ok()?;
     stamps.retain(|s| s < before);
     stamps.into_iter().rev().find_map(|s| {
         let dir = paths.snapshot_dir(&s);
         let index: Index = durable::read_json(&dir.join(chroma::INDEX_FILE)).ok()??;
-        Some((index, dir.join(CHROMA_REL)))
+        Some((index, dir.join(CHROMA_REL), s.to_string()))
     })
 }
 

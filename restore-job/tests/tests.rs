@@ -3,9 +3,11 @@
 mod util;
 
 mod backup;
+mod chroma_integrity;
 mod crash;
 mod legacy;
 mod mounts;
 mod prune;
 mod restore;
+mod safety;
 mod validate;

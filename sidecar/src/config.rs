@@ -85,8 +85,21 @@ pub struct Arguments {
         global = true
     )]
     pub chroma_schedule: String,
-    /// Run no scheduled snapshots at all (the API still works).
-    #[arg(long, env = "ATOCORE_SIDECAR_NO_SCHEDULE", global = true)]
+    /// Run no scheduled snapshots at all (the API still works). `--no-schedule` alone is
+    /// true; as a value (`--no-schedule=no`, or the env mirror) 1/0, true/false, yes/no
+    /// and on/off are accepted, as env files write them.
+    #[arg(
+        long,
+        env = "ATOCORE_SIDECAR_NO_SCHEDULE",
+        global = true,
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        require_equals = true,
+        default_value = "false",
+        default_missing_value = "true",
+        value_name = "BOOL",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
     pub no_schedule: bool,
     /// What to do at start when a scheduled snapshot was missed while the sidecar was down.
     #[arg(long, env = "ATOCORE_MISSED_RUN", value_enum, default_value_t = MissedRun::CatchUp, global = true)]
