@@ -95,7 +95,8 @@ pub enum Command {
     },
     /// Make the pending pre-restore snapshot of a restore that deferred it.
     Finalize,
-    /// Apply the retention policy.
+    /// Apply the retention policy. Deletes only valid snapshots no rule keeps; invalid
+    /// ones are reported in `invalid` and kept.
     Prune {
         /// Print what would be deleted and why; delete nothing.
         #[arg(long)]
@@ -106,6 +107,9 @@ pub enum Command {
         #[arg(long, value_name = "RFC3339")]
         now: Option<DateTime<Utc>>,
     },
+    /// Delete one snapshot, valid or not (the way to remove one prune reports invalid).
+    /// Refused while a pending or staged restore refers to it.
+    Delete { stamp: String },
     /// Init-job mode: finish an interrupted restore, perform a pending restore request.
     Init,
     /// Create a sample storage root (default ./atocore-demo), snapshot it with chroma
@@ -266,6 +270,7 @@ fn dispatch(paths: &Paths, command: Command) -> Result<(Value, u8)> {
             )?;
             Ok((to_value(&r), 0))
         }
+        Command::Delete { stamp } => Ok((to_value(&prune::delete(paths, &stamp)?), 0)),
         Command::Init => {
             let r = init::init(paths)?;
             let code = r.exit_code();

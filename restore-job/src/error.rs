@@ -25,6 +25,12 @@ pub enum Error {
     )]
     UnknownStamp { stamp: String, dir: PathBuf },
 
+    /// `delete` of a snapshot that a pending or staged restore still needs.
+    #[error(
+        "refusing to delete `{stamp}`: {by} refers to it; let that restore run (or drop it) first, then try again"
+    )]
+    SnapshotInUse { stamp: String, by: String },
+
     /// Restore asked for without `--confirm-service-stopped`.
     #[error(
         "refusing to restore `{0}` without --confirm-service-stopped: stop atocore first (docker compose stop atocore), then add the flag"
@@ -129,6 +135,7 @@ pub const CODES: &[(&str, u8, u16)] = &[
     ("bad_request", 2, 400),
     ("not_confirmed", 2, 400),
     ("unknown_stamp", 2, 404),
+    ("snapshot_in_use", 2, 409),
     ("busy", 2, 409),
     ("database_in_use", 2, 409),
     ("snapshot_invalid", 1, 422),
@@ -176,6 +183,7 @@ impl Error {
         match self {
             Error::BadStamp(_) => "bad_stamp",
             Error::UnknownStamp { .. } => "unknown_stamp",
+            Error::SnapshotInUse { .. } => "snapshot_in_use",
             Error::NotConfirmed(_) => "not_confirmed",
             Error::DatabaseInUse(_) => "database_in_use",
             Error::Busy(_) | Error::RestorePending(_) => "busy",
@@ -243,6 +251,10 @@ mod tests {
             Error::UnknownStamp {
                 stamp: "s".into(),
                 dir: p.clone(),
+            },
+            Error::SnapshotInUse {
+                stamp: "s".into(),
+                by: "b".into(),
             },
             Error::NotConfirmed("s".into()),
             Error::DatabaseInUse(p.clone()),

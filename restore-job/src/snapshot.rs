@@ -93,7 +93,9 @@ pub fn backup(paths: &Paths, opts: &BackupOptions, hooks: Hooks<'_>) -> Result<M
     backup_locked(paths, opts, hooks)
 }
 
-/// Remove hidden partial folders left by a crashed backup. Only call with the lock held.
+/// Remove hidden folders left by a crashed backup (`.STAMP.partial`) or an interrupted
+/// prune or delete (`.STAMP.deleting`: the deletion is finished). Only call with the
+/// lock held. Returns their names.
 pub(crate) fn remove_stale_partials(paths: &Paths) -> Result<Vec<String>> {
     let dir = paths.snapshots_dir();
     let mut removed = Vec::new();
@@ -102,12 +104,27 @@ pub(crate) fn remove_stale_partials(paths: &Paths) -> Result<Vec<String>> {
     };
     for e in rd.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        if name.starts_with('.') && name.ends_with(".partial") {
-            fs::remove_dir_all(e.path())
-                .map_err(Error::io("remove stale partial snapshot", e.path()))?;
-            tracing::warn!(folder = %name, "removed a partial snapshot left by an interrupted backup");
-            removed.push(name);
+        let partial = name.ends_with(".partial");
+        if !name.starts_with('.') || !(partial || name.ends_with(".deleting")) {
+            continue;
         }
+        // A link is removed, never followed.
+        let is_link = e.file_type().is_ok_and(|t| t.is_symlink());
+        if is_link {
+            fs::remove_file(e.path())
+        } else {
+            fs::remove_dir_all(e.path())
+        }
+        .map_err(Error::io("remove stale hidden snapshot folder", e.path()))?;
+        if partial {
+            tracing::warn!(folder = %name, "removed a partial snapshot left by an interrupted backup");
+        } else {
+            tracing::warn!(folder = %name, "finished the deletion of a snapshot an interrupted prune or delete had started");
+        }
+        removed.push(name);
+    }
+    if !removed.is_empty() {
+        durable::sync_path(&dir)?;
     }
     Ok(removed)
 }
@@ -399,21 +416,40 @@ fn newest_chroma_index(paths: &Paths, before: &Stamp) -> Option<(Index, PathBuf,
     })
 }
 
-/// Stamps of the published snapshot folders, oldest first.
+/// Stamps of the published snapshot folders, oldest first. A stamp-named symlink is
+/// not a snapshot folder and is left out (see [`stamp_entries`]).
 pub fn published_stamps(paths: &Paths) -> Result<Vec<Stamp>> {
+    Ok(stamp_entries(paths)?
+        .into_iter()
+        .filter(|(_, link)| !link)
+        .map(|(s, _)| s)
+        .collect())
+}
+
+/// Every stamp-named folder or symlink in `snapshots/`, oldest first, with `true` for a
+/// symlink. `list` and `prune` show symlinks as invalid (`snapshot_is_symlink`) rather
+/// than hide them; nothing reads or deletes through them.
+pub fn stamp_entries(paths: &Paths) -> Result<Vec<(Stamp, bool)>> {
     let dir = paths.snapshots_dir();
     let rd = match fs::read_dir(&dir) {
         Ok(rd) => rd,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(Error::io("list", &dir)(e)),
     };
-    let mut stamps: Vec<Stamp> = rd
+    // `DirEntry::file_type` does not follow symlinks.
+    let mut entries: Vec<(Stamp, bool)> = rd
         .flatten()
-        .filter(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false))
-        .filter_map(|e| Stamp::parse(&e.file_name().to_string_lossy()).ok())
+        .filter_map(|e| {
+            let t = e.file_type().ok()?;
+            if !t.is_dir() && !t.is_symlink() {
+                return None;
+            }
+            let stamp = Stamp::parse(&e.file_name().to_string_lossy()).ok()?;
+            Some((stamp, t.is_symlink()))
+        })
         .collect();
-    stamps.sort();
-    Ok(stamps)
+    entries.sort();
+    Ok(entries)
 }
 
 /// One row of `list`: the snapshot's metadata with `stamp` (the folder's name),
@@ -451,11 +487,12 @@ pub struct ListReport {
     pub backups: Vec<Listed>,
 }
 
-/// List the published snapshots, oldest first, with a quick structural check each.
+/// List the published snapshots, oldest first, with a quick structural check each. A
+/// stamp-named symlink is listed as invalid (`snapshot_is_symlink`), without metadata.
 pub fn list(paths: &Paths) -> Result<ListReport> {
-    let backups = published_stamps(paths)?
+    let backups = stamp_entries(paths)?
         .into_iter()
-        .map(|s| {
+        .map(|(s, _)| {
             let dir = paths.snapshot_dir(&s);
             let (metadata, errors) = validate::quick(&dir);
             let valid = if !errors.is_empty() {
@@ -479,14 +516,24 @@ pub fn list(paths: &Paths) -> Result<ListReport> {
     })
 }
 
-/// Read one snapshot's metadata, refusing unknown stamps.
+/// Read one snapshot's metadata, refusing unknown stamps and symlinked snapshot folders
+/// (`snapshot_is_symlink`: nothing reads through them).
 pub fn metadata_of(paths: &Paths, stamp: &Stamp) -> Result<Metadata> {
     let dir = paths.snapshot_dir(stamp);
-    if !dir.is_dir() {
-        return Err(Error::UnknownStamp {
-            stamp: stamp.to_string(),
-            dir: paths.snapshots_dir(),
-        });
+    match fs::symlink_metadata(&dir) {
+        Ok(m) if m.file_type().is_symlink() => {
+            return Err(Error::InvalidSnapshot {
+                stamp: stamp.to_string(),
+                codes: vec![validate::SNAPSHOT_IS_SYMLINK.into()],
+            });
+        }
+        Ok(m) if m.is_dir() => {}
+        _ => {
+            return Err(Error::UnknownStamp {
+                stamp: stamp.to_string(),
+                dir: paths.snapshots_dir(),
+            });
+        }
     }
     metadata::read(&dir)?.ok_or_else(|| Error::InvalidSnapshot {
         stamp: stamp.to_string(),

@@ -23,6 +23,15 @@ use crate::metadata::{self, METADATA_FILE, Metadata};
 use crate::snapshot::{CHROMA_REL, DB_REL, REGISTRY_REL};
 use crate::stamp::Stamp;
 
+/// The error code of a snapshot folder that is a symlink: refused everywhere (`list`,
+/// `validate`, `restore`, `prune`), never read or deleted through.
+pub const SNAPSHOT_IS_SYMLINK: &str = "snapshot_is_symlink";
+
+/// Whether `dir` is a symlink (not followed).
+fn is_symlink(dir: &Path) -> bool {
+    fs::symlink_metadata(dir).is_ok_and(|m| m.file_type().is_symlink())
+}
+
 /// The body of `validate`.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct ValidationReport {
@@ -48,6 +57,9 @@ pub fn validate_dir(dir: &Path, stamp: &str) -> ValidationReport {
         errors,
         warnings,
     };
+    if is_symlink(dir) {
+        return report(vec![SNAPSHOT_IS_SYMLINK.into()], warnings);
+    }
     if !dir.is_dir() {
         return report(vec!["snapshot_missing".into()], warnings);
     }
@@ -257,16 +269,20 @@ fn files_below(dir: &Path) -> (Vec<String>, Vec<String>) {
     (out, unreadable)
 }
 
-/// Structural check used by `list` and `prune`: metadata parses, the database is
-/// there with its recorded size, the registry and chroma copies are there when listed.
+/// Structural check used by `list` and `prune`: the folder is not a symlink, metadata
+/// parses, the database is there with its recorded size (when the metadata records one),
+/// the registry and chroma copies are there when listed.
 pub(crate) fn quick(dir: &Path) -> (Option<Metadata>, Vec<String>) {
+    if is_symlink(dir) {
+        return (None, vec![SNAPSHOT_IS_SYMLINK.into()]);
+    }
     let meta = match metadata::read(dir) {
         Ok(Some(m)) => m,
         _ => return (None, vec!["metadata_invalid_json".into()]),
     };
     let mut errors = Vec::new();
     match fs::metadata(dir.join(DB_REL)) {
-        Ok(m) if m.len() == meta.db_size_bytes => {}
+        Ok(m) if meta.db_size_bytes == 0 || m.len() == meta.db_size_bytes => {}
         Ok(_) => errors.push(format!("manifest_mismatch:{DB_REL}")),
         Err(_) => errors.push("db_snapshot_missing".into()),
     }

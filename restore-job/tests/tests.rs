@@ -5,6 +5,7 @@ mod util;
 mod backup;
 mod chroma_integrity;
 mod crash;
+mod legacy;
 mod mounts;
 mod prune;
 mod restore;

@@ -393,6 +393,21 @@ mod tests {
         assert_eq!(c.restore_container, "atocore-restore-job");
         assert_eq!(c.stale_after, Duration::from_secs(26 * 3600));
         assert!(c.schedule.is_some());
+        assert_eq!(c.policy, Policy::default());
+    }
+
+    #[test]
+    fn the_scheduled_prune_uses_both_retention_series() {
+        let c = parse(&["--keep-chroma-monthly", "12", "--keep-chroma-daily", "3"]).unwrap();
+        assert_eq!(
+            (
+                c.policy.chroma_daily,
+                c.policy.chroma_weekly,
+                c.policy.chroma_monthly
+            ),
+            (3, 4, 12)
+        );
+        assert_eq!((c.policy.daily, c.policy.monthly), (7, 6));
     }
 
     #[test]
