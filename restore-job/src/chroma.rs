@@ -16,12 +16,9 @@ use std::path::{Component, Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::durable::{self, copy_file_hashed, set_owner_and_mtime, sync_path};
+use crate::durable::{ctime_ns, mtime_ns};
 use crate::error::{Error, Result};
-
-/// File name of the chroma index inside a snapshot folder.
-pub const INDEX_FILE: &str = "chroma-index.json";
-/// The staging folder a restore keeps inside the live chroma directory.
-pub const STAGING_DIR: &str = ".atocore-restore";
+use crate::layout::STAGING_DIR;
 
 /// What one entry of the tree is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -95,14 +92,6 @@ impl Index {
             .map(|e| e.size)
             .sum()
     }
-}
-
-fn mtime_ns(m: &fs::Metadata) -> i128 {
-    m.mtime() as i128 * 1_000_000_000 + m.mtime_nsec() as i128
-}
-
-fn ctime_ns(m: &fs::Metadata) -> i128 {
-    m.ctime() as i128 * 1_000_000_000 + m.ctime_nsec() as i128
 }
 
 fn now_ns() -> i128 {
@@ -785,7 +774,7 @@ pub fn move_out(live: &Path, into: &Path, crash_point_name: &str) -> Result<()> 
         let to = into.join(entry.file_name());
         fs::rename(entry.path(), &to).map_err(Error::io("move aside", entry.path()))?;
         if n == 0 {
-            crate::restore::crash_point(crash_point_name);
+            crate::faults::crash_point(crash_point_name);
         }
     }
     sync_path(into)?;
@@ -803,7 +792,7 @@ pub fn move_in(new: &Path, live: &Path, root: &RootAttrs) -> Result<()> {
         let to = live.join(entry.file_name());
         fs::rename(entry.path(), &to).map_err(Error::io("move into place", &to))?;
         if n == 0 {
-            crate::restore::crash_point("chroma-half-in");
+            crate::faults::crash_point("chroma-half-in");
         }
     }
     fs::set_permissions(live, fs::Permissions::from_mode(root.mode))

@@ -23,10 +23,13 @@
 pub mod chroma;
 pub mod cli;
 pub mod config;
+pub(crate) mod control;
 pub mod db;
 pub mod durable;
 pub mod error;
+pub(crate) mod faults;
 pub mod init;
+pub mod layout;
 pub mod manifest;
 pub mod metadata;
 pub mod prune;

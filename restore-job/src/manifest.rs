@@ -6,9 +6,7 @@ use std::path::Path;
 
 use crate::durable;
 use crate::error::{Error, Result};
-
-/// File name of the manifest inside a snapshot folder.
-pub const MANIFEST_FILE: &str = "manifest.sha256";
+use crate::layout::MANIFEST_FILE;
 
 /// Relative path (with `/`) to lowercase hex SHA-256.
 pub type Manifest = BTreeMap<String, String>;

@@ -13,9 +13,8 @@ use std::path::Path;
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::error::Result;
+use crate::layout::METADATA_FILE;
 
-/// File name of the metadata inside a snapshot folder.
-pub const METADATA_FILE: &str = "backup-metadata.json";
 /// The snapshot format this engine writes.
 pub const FORMAT_VERSION: u32 = 2;
 

@@ -22,7 +22,7 @@ use crate::error::{Error, Result};
 use crate::retention::{self, Candidate, Policy};
 use crate::snapshot;
 use crate::stamp::Stamp;
-use crate::{init, restore, validate};
+use crate::{control, layout, validate};
 
 /// A snapshot prune does not understand: kept, with the check's error codes.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -52,27 +52,26 @@ pub struct PruneReport {
 /// unknown, so nothing is deleted.
 pub fn protected_stamps(paths: &Paths) -> Result<BTreeMap<String, String>> {
     let mut out = BTreeMap::new();
-    let restore_dir = paths.restore_dir();
-    if let Some(j) = restore::pending_journal(paths)? {
+    if let Some(j) = control::pending_journal(paths)? {
         out.insert(
             j.stamp,
             format!(
                 "the interrupted restore ({})",
-                restore_dir.join("journal.json").display()
+                layout::journal_path(paths).display()
             ),
         );
     }
-    if let Some(r) = init::pending_request(paths)? {
+    if let Some(r) = control::pending_request(paths)? {
         out.insert(
             r.stamp,
             format!(
                 "the pending restore request ({})",
-                init::request_path(paths).display()
+                layout::request_path(paths).display()
             ),
         );
     }
-    let staged_path = restore_dir.join("staged.json");
-    if let Some(s) = durable::read_json::<restore::Staged>(&staged_path)? {
+    let staged_path = layout::staged_path(paths);
+    if let Some(s) = durable::read_json::<control::Staged>(&staged_path)? {
         out.insert(
             s.stamp,
             format!("the restore staged by prepare ({})", staged_path.display()),

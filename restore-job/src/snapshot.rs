@@ -18,19 +18,11 @@ use crate::config::Paths;
 use crate::db;
 use crate::durable::{self, BackupLock};
 use crate::error::{Error, Result};
+use crate::layout::{CHROMA_REL, DB_REL, METADATA_FILE, REGISTRY_REL};
 use crate::manifest::{self, Manifest};
-use crate::metadata::{
-    self, FORMAT_VERSION, FileAttrs, Kind, METADATA_FILE, Metadata, Source, Tool,
-};
+use crate::metadata::{self, FORMAT_VERSION, FileAttrs, Kind, Metadata, Source, Tool};
 use crate::stamp::Stamp;
 use crate::validate;
-
-/// Relative path of the database inside a snapshot.
-pub const DB_REL: &str = "db/atocore.db";
-/// Relative path of the registry inside a snapshot.
-pub const REGISTRY_REL: &str = "config/project-registry.json";
-/// Relative path of the chroma tree inside a snapshot.
-pub const CHROMA_REL: &str = "chroma";
 
 /// Pauses whatever writes to the chroma store for the length of the chroma copy.
 /// The sidecar implements it by pausing the atocore container.
@@ -89,7 +81,7 @@ impl Default for Hooks<'_> {
 /// Take a snapshot: lock, copy, validate, publish. Returns the published metadata.
 pub fn backup(paths: &Paths, opts: &BackupOptions, hooks: Hooks<'_>) -> Result<Metadata> {
     let _lock = BackupLock::acquire(&paths.backup_dir)?;
-    crate::restore::refuse_while_restoring(paths)?;
+    crate::control::refuse_while_restoring(paths)?;
     backup_locked(paths, opts, hooks)
 }
 
@@ -285,10 +277,10 @@ pub(crate) fn backup_locked(
         }
         linked = Some(stats.linked);
         chroma_changed = Some(stats.changed);
-        let index_path = partial.join(chroma::INDEX_FILE);
+        let index_path = partial.join(crate::layout::INDEX_FILE);
         durable::write_json_atomic(&index_path, &index)?;
         hashes.insert(
-            chroma::INDEX_FILE.to_string(),
+            crate::layout::INDEX_FILE.to_string(),
             durable::sha256_file(&index_path)?,
         );
         chroma_index = Some(index);
@@ -411,7 +403,7 @@ fn newest_chroma_index(paths: &Paths, before: &Stamp) -> Option<(Index, PathBuf,
     stamps.retain(|s| s < before);
     stamps.into_iter().rev().find_map(|s| {
         let dir = paths.snapshot_dir(&s);
-        let index: Index = durable::read_json(&dir.join(chroma::INDEX_FILE)).ok()??;
+        let index: Index = durable::read_json(&dir.join(crate::layout::INDEX_FILE)).ok()??;
         Some((index, dir.join(CHROMA_REL), s.to_string()))
     })
 }

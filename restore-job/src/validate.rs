@@ -18,9 +18,11 @@ use crate::config::Paths;
 use crate::db;
 use crate::durable;
 use crate::error::Result;
-use crate::manifest::{self, MANIFEST_FILE};
-use crate::metadata::{self, METADATA_FILE, Metadata};
-use crate::snapshot::{CHROMA_REL, DB_REL, REGISTRY_REL};
+use crate::layout::MANIFEST_FILE;
+use crate::layout::METADATA_FILE;
+use crate::layout::{CHROMA_REL, DB_REL, REGISTRY_REL};
+use crate::manifest;
+use crate::metadata::{self, Metadata};
 use crate::stamp::Stamp;
 
 /// The error code of a snapshot folder that is a symlink: refused everywhere (`list`,
@@ -170,7 +172,7 @@ pub fn validate_dir(dir: &Path, stamp: &str) -> ValidationReport {
 /// nothing below a link, links resolving inside the tree) and the tree equals it.
 /// A snapshot without an index (Python era) has nothing to compare with.
 fn check_chroma(dir: &Path, cdir: &Path, index_required: bool) -> Vec<String> {
-    let index = match durable::read_json::<Index>(&dir.join(chroma::INDEX_FILE)) {
+    let index = match durable::read_json::<Index>(&dir.join(crate::layout::INDEX_FILE)) {
         Ok(Some(index)) => index,
         Ok(None) if !index_required => return Vec::new(),
         _ => return vec!["chroma_index_invalid".into()],

@@ -85,7 +85,7 @@ async fn scheduled_snapshots_fire_at_six_with_chroma_on_sunday_then_retention() 
     m.chroma_snapshot_path = None;
     m.registry_snapshot_path = None;
     std::fs::write(
-        older_dir.join(metadata::METADATA_FILE),
+        older_dir.join(atocore_restore_job::layout::METADATA_FILE),
         serde_json::to_vec(&m).unwrap(),
     )
     .unwrap();
