@@ -17,7 +17,7 @@ use crate::config::{Paths, RetentionArgs, StorageArgs};
 use crate::error::{ErrorBody, Result};
 use crate::metadata::Kind;
 use crate::restore::{ChromaChoice, RestoreOptions};
-use crate::snapshot::{BackupOptions, Hooks};
+use crate::snapshot::{BackupHooks, BackupOptions};
 use crate::{Stamp, init, prune, restore, sample, snapshot, validate};
 
 /// AtoCore snapshot engine: back up, list, validate, restore and prune snapshots.
@@ -191,7 +191,7 @@ fn dispatch(paths: &Paths, command: Command) -> Result<(Value, u8)> {
                     timeout: Duration::from_secs(backup_timeout_secs),
                     source_paths: None,
                 },
-                Hooks {
+                BackupHooks {
                     quiesce: None,
                     keep_going: &keep_going,
                 },
@@ -285,7 +285,7 @@ fn dispatch(paths: &Paths, command: Command) -> Result<(Value, u8)> {
                     include_chroma: true,
                     ..BackupOptions::default()
                 },
-                Hooks::default(),
+                BackupHooks::default(),
             )?;
             let stamp = Stamp::parse(&meta.stamp)?;
             let check = validate::validate(&demo, &stamp)?;

@@ -13,9 +13,9 @@
 //! [`durable`] (fsync, atomic writes, the backups lock), [`sample`] (a demo install).
 //!
 //! ```no_run
-//! use atocore_restore_job::{snapshot, Paths, BackupOptions, Hooks};
+//! use atocore_restore_job::{snapshot, Paths, BackupOptions, BackupHooks};
 //! let paths = Paths::from_root("/srv/storage/atocore");
-//! let meta = snapshot::backup(&paths, &BackupOptions::default(), Hooks::default())?;
+//! let meta = snapshot::backup(&paths, &BackupOptions::default(), BackupHooks::default())?;
 //! println!("{}", meta.stamp);
 //! # Ok::<(), atocore_restore_job::Error>(())
 //! ```
@@ -45,6 +45,6 @@ pub use error::{Error, ErrorBody, Result};
 pub use metadata::{Kind, Metadata};
 pub use restore::{ChromaChoice, RestoreOptions, RestoreReport};
 pub use retention::Policy;
-pub use snapshot::{BackupOptions, Hooks, ListReport, Quiesce};
+pub use snapshot::{BackupHooks, BackupOptions, ListReport, Quiesce};
 pub use stamp::Stamp;
 pub use validate::ValidationReport;

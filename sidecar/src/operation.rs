@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use atocore_restore_job::prune::PruneReport;
-use atocore_restore_job::{BackupOptions, Hooks, Kind, Metadata, Quiesce, prune, snapshot};
+use atocore_restore_job::{BackupHooks, BackupOptions, Kind, Metadata, Quiesce, prune, snapshot};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 use tokio::runtime::Handle;
@@ -126,7 +126,7 @@ pub(crate) async fn backup_with(
                 timeout: st.config.backup_timeout,
                 ..BackupOptions::default()
             },
-            Hooks {
+            BackupHooks {
                 quiesce: quiesce.as_mut().map(|q| q as &mut dyn Quiesce),
                 keep_going: &keep_going,
             },

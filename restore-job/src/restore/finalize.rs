@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::faults::crash_point;
 use crate::layout::{KEPT_PREFIX, aside_path, kept_record_path, staging_dir, with_suffix};
 use crate::metadata::Kind;
-use crate::snapshot::{self, BackupOptions, Hooks};
+use crate::snapshot::{self, BackupHooks, BackupOptions};
 use serde::{Deserialize, Serialize};
 
 use super::swap::{parent_of, rename_no_replace};
@@ -81,7 +81,7 @@ pub(crate) fn finalize_locked(paths: &Paths) -> Result<Finalized> {
                     source_paths: Some(paths.clone()),
                     ..BackupOptions::default()
                 },
-                Hooks::default(),
+                BackupHooks::default(),
             );
             match made {
                 Ok(m) => {

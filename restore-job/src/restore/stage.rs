@@ -11,9 +11,7 @@ use crate::db;
 use crate::durable::{self, mtime_ns, remove_file_if_exists as remove_if_exists};
 use crate::error::{Error, Result};
 use crate::faults::crash_point;
-use crate::layout::{
-    CHROMA_REL, DB_REL, REGISTRY_REL, restore_tmp, staged_path, staging_dir,
-};
+use crate::layout::{CHROMA_REL, DB_REL, REGISTRY_REL, restore_tmp, staged_path, staging_dir};
 use crate::manifest;
 use crate::metadata::{FileAttrs, Metadata};
 use crate::stamp::Stamp;
