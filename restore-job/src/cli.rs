@@ -1,29 +1,30 @@
 //! The command line of `atocore-restore-job`: clap arguments, then one function per
-//! command over the library. Every command prints one JSON document on stdout; logs go
+//! command over the engine library. Every command prints one JSON document on stdout; logs go
 //! to stderr. Exit codes: 0 success, 1 the operation ran and failed, 2 bad usage or
 //! refused.
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 use serde_json::{Value, json};
 
-use crate::config::{Paths, RetentionArgs, StorageArgs};
-use crate::error::{ErrorBody, Result};
-use crate::metadata::Kind;
-use crate::restore::{ChromaChoice, RestoreOptions};
-use crate::snapshot::{BackupHooks, BackupOptions};
-use crate::{Stamp, init, prune, restore, sample, snapshot, validate};
+use atocore_restore_job::config::{Paths, RetentionArgs, StorageArgs};
+use atocore_restore_job::error::{ErrorBody, Result};
+use atocore_restore_job::logging::LogFormat;
+use atocore_restore_job::metadata::Kind;
+use atocore_restore_job::restore::{ChromaChoice, RestoreOptions};
+use atocore_restore_job::snapshot::{BackupHooks, BackupOptions};
+use atocore_restore_job::{Stamp, init, prune, restore, sample, snapshot, validate};
 
 /// AtoCore snapshot engine: back up, list, validate, restore and prune snapshots.
 #[derive(Debug, Parser)]
 #[command(name = "atocore-restore-job", version, about, long_about = None)]
-pub struct Arguments {
+pub(crate) struct Arguments {
     #[command(flatten)]
     pub storage: StorageArgs,
     /// Log format on stderr.
@@ -33,17 +34,8 @@ pub struct Arguments {
     pub command: Command,
 }
 
-/// How logs are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    /// Text on a terminal, JSON otherwise.
-    Auto,
-    Text,
-    Json,
-}
-
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Take a snapshot, validate it, print its metadata.
     Backup {
         /// Also copy the Chroma store (incrementally: unchanged files are hard links).
@@ -134,27 +126,8 @@ fn parse_kind(s: &str) -> std::result::Result<Kind, String> {
     s.parse()
 }
 
-/// Set up logging to stderr.
-pub fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("ATOCORE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let json = match format {
-        LogFormat::Json => true,
-        LogFormat::Text => false,
-        LogFormat::Auto => !std::io::stderr().is_terminal(),
-    };
-    let b = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if json {
-        b.json().init();
-    } else {
-        b.init();
-    }
-}
-
 /// Run a parsed command line: the JSON to print and the exit code.
-pub fn run(args: Arguments) -> (Value, u8) {
+pub(crate) fn run(args: Arguments) -> (Value, u8) {
     let paths = Paths::from(&args.storage);
     match dispatch(&paths, args.command) {
         Ok(done) => done,
@@ -204,7 +177,7 @@ fn dispatch(paths: &Paths, command: Command) -> Result<(Value, u8)> {
             // A stamp with no folder is a mistake in the request (exit 2), not a snapshot
             // that failed validation (exit 1).
             if !paths.snapshot_dir(&stamp).is_dir() {
-                return Err(crate::error::Error::UnknownStamp {
+                return Err(atocore_restore_job::Error::UnknownStamp {
                     stamp: stamp.to_string(),
                     dir: paths.snapshots_dir(),
                 });
@@ -307,7 +280,7 @@ fn dispatch(paths: &Paths, command: Command) -> Result<(Value, u8)> {
 }
 
 /// Print the JSON document on stdout. A closed pipe is not an error.
-pub fn print(v: &Value) {
+pub(crate) fn print(v: &Value) {
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let _ = serde_json::to_writer_pretty(&mut out, v);
     let _ = out.write_all(b"\n");

@@ -195,7 +195,7 @@ fn backup_under_a_concurrent_writer_is_consistent_and_complete() {
     );
     let stamp = m["stamp"].as_str().unwrap();
     let snap_db = i.snapshot_dir(stamp).join("db/atocore.db");
-    let max_id: i64 = atocore_restore_job::db::open_immutable(&snap_db)
+    let max_id: i64 = atocore_restore_job::open_immutable(&snap_db)
         .unwrap()
         .query_row("SELECT max(id) FROM memories", [], |r| r.get(0))
         .unwrap();

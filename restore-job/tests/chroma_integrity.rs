@@ -327,7 +327,9 @@ fn staging_refuses_a_crafted_index_even_when_validation_was_skipped() {
     craft(&i, &stamp);
     // The manifest is made to agree with the crafted index: only staging can stop it.
     let snap = i.snapshot_dir(&stamp);
-    let h = atocore_restore_job::durable::sha256_file(&snap.join("chroma-index.json")).unwrap();
+    let h = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
+        std::fs::read(snap.join("chroma-index.json")).unwrap(),
+    ));
     let manifest: String = std::fs::read_to_string(snap.join("manifest.sha256"))
         .unwrap()
         .lines()

@@ -43,7 +43,7 @@ fn python_snapshot(i: &Install, stamp: &str, extra: Value, absent: &[&str]) {
 }
 
 fn memories(db: &std::path::Path) -> Vec<String> {
-    let c = atocore_restore_job::db::open_immutable(db).unwrap();
+    let c = atocore_restore_job::open_immutable(db).unwrap();
     let mut st = c
         .prepare("SELECT content FROM memories ORDER BY id")
         .unwrap();

@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use atocore_restore_job::cli::LogFormat;
+use atocore_restore_job::logging::LogFormat;
 use atocore_restore_job::{Paths, Policy, RetentionArgs, StorageArgs};
 use clap::{Parser, Subcommand, ValueEnum};
 

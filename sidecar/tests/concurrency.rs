@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use atocore_restore_job::durable::BackupLock;
+use atocore_restore_job::BackupLock;
 use atocore_sidecar::operation::Gate;
 
 use crate::util::{Settings, Sidecar, sample_root, stamps, wait_until};
