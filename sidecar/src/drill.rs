@@ -24,7 +24,7 @@ use serde_json::{Value, json};
 
 use crate::atocore;
 use crate::error::{Error, Result};
-use crate::operation::{self, Gate};
+use crate::operation;
 use crate::orchestrator::{self, RestoreFailure};
 use crate::state::State;
 use crate::summary::DRILLS_FILE;
@@ -95,7 +95,7 @@ pub struct DrillHistory {
 
 /// Run the drill (takes the gate; runs as its own task, like a restore).
 pub async fn run(state: &Arc<State>) -> Result<DrillRecord> {
-    let guard = Gate::try_begin(state, "drill")?;
+    let guard = state.begin("drill")?;
     crate::containers::preflight(state).await?;
     let st = Arc::clone(state);
     state

@@ -13,7 +13,6 @@ use std::time::Duration;
 use atocore_restore_job::{init, restore};
 
 use crate::containers::blocking;
-use crate::operation::Gate;
 use crate::state::State;
 
 /// How often the sidecar looks for a restore whose orchestrator died.
@@ -44,7 +43,7 @@ async fn pending(state: &Arc<State>) -> bool {
 }
 
 async fn finish(state: &Arc<State>) {
-    let Ok(_gate) = Gate::try_begin(state, "pre-restore snapshot") else {
+    let Ok(_gate) = state.begin("pre-restore snapshot") else {
         return;
     };
     // Checked again under the gate: a restore of this sidecar may just have finished.

@@ -53,7 +53,6 @@ use serde::{Deserialize, Serialize};
 use crate::containers::{blocking, build_sha, preflight, run_job, start_and_wait};
 use crate::docker::Target;
 use crate::error::{CLI_RESTORE, Error, Result};
-use crate::operation::Gate;
 use crate::state::State;
 
 /// Body of `POST /admin/restore`.
@@ -141,7 +140,7 @@ pub async fn restore(
     body: RestoreBody,
 ) -> std::result::Result<RestoreResponse, RestoreFailure> {
     let stamp = Stamp::parse(&body.stamp)?;
-    let guard = Gate::try_begin(state, "restore")?;
+    let guard = state.begin("restore")?;
     let st = Arc::clone(state);
     state
         .tasks

@@ -33,7 +33,7 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use crate::error::Result;
-use crate::schedule::{self, SystemClock};
+use crate::scheduler::{self, SystemClock};
 use crate::state::State;
 use crate::{routes, shutdown as cleanup};
 
@@ -61,7 +61,7 @@ pub async fn run(
         .config
         .schedule
         .is_some()
-        .then(|| tokio::spawn(schedule::run(Arc::clone(&state), Arc::new(SystemClock))));
+        .then(|| tokio::spawn(scheduler::run(Arc::clone(&state), Arc::new(SystemClock))));
 
     let permits = Arc::new(Semaphore::new(state.config.max_connections));
     let graceful = GracefulShutdown::new();

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use atocore_restore_job::{Paths, Stamp, metadata};
 use atocore_sidecar::State;
-use atocore_sidecar::schedule::{self, Clock, TokioClock};
+use atocore_sidecar::scheduler::{self as schedule, Clock, TokioClock};
 use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
