@@ -1,8 +1,8 @@
-//! Advisory `flock` locks on files in the state directory, taken with a deadline.
+//! Advisory locks on files in the state directory, taken with a deadline (std's
+//! `File::try_lock`, an `flock` on Linux).
 
-use std::fs::{File, OpenOptions};
-use std::os::unix::io::AsRawFd;
-use std::path::{Path, PathBuf};
+use std::fs::{File, OpenOptions, TryLockError};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
@@ -10,11 +10,10 @@ use crate::error::{Error, Result};
 /// How often a busy lock is tried again.
 const POLL: Duration = Duration::from_millis(2);
 
-/// An exclusive lock, released when dropped (closing the file releases the `flock`).
+/// An exclusive lock, released when dropped (closing the file releases it).
 #[derive(Debug)]
 pub struct FileLock {
     _file: File,
-    path: PathBuf,
 }
 
 impl FileLock {
@@ -28,19 +27,11 @@ impl FileLock {
             .open(path)
             .map_err(|e| Error::io("cannot open lock file", path, e))?;
         loop {
-            // SAFETY: the descriptor is valid for as long as `file` lives.
-            let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-            if rc == 0 {
-                return Ok(FileLock {
-                    _file: file,
-                    path: path.to_path_buf(),
-                });
-            }
-            let err = std::io::Error::last_os_error();
-            if err.raw_os_error() != Some(libc::EWOULDBLOCK)
-                && err.kind() != std::io::ErrorKind::Interrupted
-            {
-                return Err(Error::io("cannot lock", path, err));
+            match file.try_lock() {
+                Ok(()) => return Ok(FileLock { _file: file }),
+                Err(TryLockError::WouldBlock) => {}
+                Err(TryLockError::Error(e)) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(TryLockError::Error(e)) => return Err(Error::io("cannot lock", path, e)),
             }
             if Instant::now() + POLL > deadline {
                 return Err(Error::LockBusy {
@@ -49,11 +40,6 @@ impl FileLock {
             }
             std::thread::sleep(POLL);
         }
-    }
-
-    /// The lock file.
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 }
 

@@ -11,9 +11,9 @@
 //!   .state.lock, .deliver.lock        flock files
 //! ```
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
@@ -102,29 +102,24 @@ pub fn sync_file(path: &Path) -> Result<()> {
 
 fn write_atomic_with(path: &Path, bytes: &[u8], durable: bool) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".tmp-{}-{}", std::process::id(), name));
-    let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(|e| Error::io("cannot create", &tmp, e))?;
-        f.write_all(bytes)
-            .and_then(|()| if durable { f.sync_all() } else { Ok(()) })
-            .map_err(|e| Error::io("cannot write", &tmp, e))?;
-        fs::rename(&tmp, path).map_err(|e| Error::io("cannot rename into place", path, e))?;
-        if durable { sync_dir(dir) } else { Ok(()) }
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
+    // A hidden, owner-only temp file in the same folder (removed if anything fails),
+    // renamed over `path` by `persist`.
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".tmp-")
+        .tempfile_in(dir)
+        .map_err(|e| Error::io("cannot create a temp file in", dir, e))?;
+    tmp.write_all(bytes)
+        .and_then(|()| {
+            if durable {
+                tmp.as_file().sync_all()
+            } else {
+                Ok(())
+            }
+        })
+        .map_err(|e| Error::io("cannot write", tmp.path(), e))?;
+    tmp.persist(path)
+        .map_err(|e| Error::io("cannot rename into place", path, e.error))?;
+    if durable { sync_dir(dir) } else { Ok(()) }
 }
 
 /// fsyncs a directory so a rename or unlink in it is durable.

@@ -3,9 +3,8 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
@@ -56,13 +55,22 @@ pub fn create_dir_all(path: &Path) -> Result<()> {
 /// Write `bytes` to `path` atomically: a temp file in the same folder, fsync, rename,
 /// fsync the folder. Readers see the old or the new content, never a mix.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = tmp_name(path);
-    {
-        let mut f = File::create(&tmp).map_err(Error::io("create", &tmp))?;
-        f.write_all(bytes).map_err(Error::io("write", &tmp))?;
-        f.sync_all().map_err(Error::io("fsync", &tmp))?;
-    }
-    fs::rename(&tmp, path).map_err(Error::io("rename into place", path))?;
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    // A hidden temp file in the same folder (removed if anything fails), readable like
+    // any file the engine writes, renamed over `path` by `persist`.
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".tmp-")
+        .permissions(fs::Permissions::from_mode(0o644))
+        .tempfile_in(dir)
+        .map_err(Error::io("create a temp file in", dir))?;
+    tmp.write_all(bytes)
+        .and_then(|()| tmp.as_file().sync_all())
+        .map_err(Error::io("write", path))?;
+    tmp.persist(path)
+        .map_err(|e| Error::io("rename into place", path)(e.error))?;
     sync_parent(path)
 }
 
@@ -88,15 +96,6 @@ pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(Error::io("read", path)(e)),
     }
-}
-
-/// A hidden temp name beside `path`.
-fn tmp_name(path: &Path) -> PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
 }
 
 /// What a copy produced.
@@ -257,16 +256,13 @@ impl BackupLock {
             .write(true)
             .open(&path)
             .map_err(Error::io("open lock file", &path))?;
-        // SAFETY: flock on a valid, open descriptor.
-        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-        if rc != 0 {
-            let e = std::io::Error::last_os_error();
-            if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
-                return Err(Error::Busy(path));
-            }
-            return Err(Error::io("lock", &path)(e));
+        // std's try_lock is an flock on Linux: it belongs to the open file description,
+        // so a second open in the same process conflicts too.
+        match file.try_lock() {
+            Ok(()) => Ok(BackupLock { _file: file }),
+            Err(std::fs::TryLockError::WouldBlock) => Err(Error::Busy(path)),
+            Err(std::fs::TryLockError::Error(e)) => Err(Error::io("lock", &path)(e)),
         }
-        Ok(BackupLock { _file: file })
     }
 }
 

@@ -7,7 +7,6 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::atomic::AtomicU64;
-use std::time::Duration;
 
 use atocore_restore_job::Kind;
 use chrono::{DateTime, Utc};
@@ -58,7 +57,7 @@ impl Metrics {
         f(&mut self.0.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
-    pub fn record_backup(&self, kind: Kind, ok: bool, _elapsed: Duration) {
+    pub fn record_backup(&self, kind: Kind, ok: bool) {
         self.with(|c| {
             let map = if ok {
                 &mut c.backups
@@ -389,7 +388,7 @@ mod tests {
     #[test]
     fn renders_valid_exposition_lines() {
         let m = Metrics::default();
-        m.record_backup(Kind::Manual, false, Duration::ZERO);
+        m.record_backup(Kind::Manual, false);
         let sum = Summary::default();
         let text = m.render(&Scrape {
             summary: &sum,

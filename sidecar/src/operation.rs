@@ -78,7 +78,7 @@ pub(crate) async fn backup_with(
         drop(quiesce);
         let elapsed = started.elapsed();
         st.summary.invalidate();
-        st.metrics.record_backup(kind, result.is_ok(), elapsed);
+        st.metrics.record_backup(kind, result.is_ok());
         log_backup(kind, include_chroma, &result, elapsed);
         result.map_err(Error::from)
     })

@@ -51,8 +51,6 @@ pub struct Previous<'a> {
 /// Counts and findings from a snapshot copy.
 #[derive(Debug, Clone, Default)]
 pub struct CopyStats {
-    pub files: u64,
-    pub bytes: u64,
     pub linked: u64,
     /// Files that kept changing while they were copied (the last copy is kept), or
     /// that vanished before they could be copied.
@@ -199,8 +197,6 @@ pub fn snapshot_copy(
                             && fs::metadata(&out).map(|m| m.len()).ok() == Some(e.size)
                         {
                             e.sha256 = h;
-                            stats.files += 1;
-                            stats.bytes += e.size;
                             stats.linked += 1;
                             continue;
                         }
@@ -217,8 +213,6 @@ pub fn snapshot_copy(
                 }
                 match copy_live_file(&src, &out, e)? {
                     FileCopy::Copied(consistent) => {
-                        stats.files += 1;
-                        stats.bytes += e.size;
                         if !consistent {
                             tracing::warn!(path = %e.path, "chroma file kept changing while it was copied; the last copy is kept");
                             stats.changed.push(e.path.clone());

@@ -94,7 +94,7 @@ impl Run<'_> {
         let staged = if self.staged_ahead {
             tracing::info!(stamp = %self.stamp, "using the staging prepared ahead");
             if parts.chroma {
-                load_index(&paths.snapshot_dir(&self.stamp))
+                load_index(&paths.snapshot_dir(&self.stamp)).map(Some)
             } else {
                 Ok(None)
             }

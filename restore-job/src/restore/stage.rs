@@ -49,14 +49,12 @@ pub(crate) fn counts_match(f: &db::DbFacts, meta: &Metadata) -> bool {
         .is_none_or(|want| want.iter().all(|(t, n)| f.row_counts.get(t) == Some(n)))
 }
 
-pub(crate) fn load_index(snap: &Path) -> Result<Option<Index>> {
-    let snap_chroma = snap.join(CHROMA_REL);
-    Ok(Some(
-        match durable::read_json::<Index>(&snap.join(crate::layout::INDEX_FILE))? {
-            Some(i) => i,
-            None => chroma::scan(&snap_chroma)?,
-        },
-    ))
+pub(crate) fn load_index(snap: &Path) -> Result<Index> {
+    match durable::read_json::<Index>(&snap.join(crate::layout::INDEX_FILE))? {
+        Some(i) => Ok(i),
+        // A legacy snapshot has no index: its tree is the index.
+        None => chroma::scan(&snap.join(CHROMA_REL)),
+    }
 }
 
 /// Stage every part of the snapshot beside its destination and check the staged
@@ -119,15 +117,13 @@ pub(crate) fn stage_all(
         });
     }
     let index = load_index(&snap)?;
-    if let Some(index) = &index {
-        durable::create_dir_all(&staging_dir(paths))?;
-        chroma::stage(
-            &snap.join(CHROMA_REL),
-            index,
-            &staging_dir(paths).join("new"),
-        )?;
-    }
-    Ok(index)
+    durable::create_dir_all(&staging_dir(paths))?;
+    chroma::stage(
+        &snap.join(CHROMA_REL),
+        &index,
+        &staging_dir(paths).join("new"),
+    )?;
+    Ok(Some(index))
 }
 
 /// Copy a snapshot file out to `tmp` beside `dest`, check it against the manifest,
