@@ -48,8 +48,8 @@ pub(crate) enum Command {
         #[arg(long, env = "ATOCORE_BUILD_SHA")]
         build_sha: Option<String>,
         /// Upper bound for the online database copy, in seconds.
-        #[arg(long, env = "ATOCORE_BACKUP_TIMEOUT_SECS", default_value_t = 3600)]
-        backup_timeout_secs: u64,
+        #[arg(long, env = "ATOCORE_BACKUP_TIMEOUT_SECS", default_value = "3600", value_parser = atocore_restore_job::config::parse_duration_secs)]
+        backup_timeout_secs: Duration,
     },
     /// List snapshots, oldest first.
     List,
@@ -161,7 +161,7 @@ fn dispatch(paths: &Paths, command: Command) -> Result<(Value, u8)> {
                     include_chroma,
                     kind,
                     build_sha,
-                    timeout: Duration::from_secs(backup_timeout_secs),
+                    timeout: backup_timeout_secs,
                     source_paths: None,
                 },
                 BackupHooks {

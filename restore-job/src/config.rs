@@ -177,6 +177,31 @@ fn absolute(p: &Path) -> PathBuf {
     std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
 }
 
+/// A duration setting in seconds, as every component reads it: a plain number of
+/// seconds (`90`), or a duration with its unit (`90s`, `2m`, `1h30m`).
+pub fn parse_duration_secs(v: &str) -> std::result::Result<std::time::Duration, String> {
+    parse_duration_or(v, std::time::Duration::from_secs)
+}
+
+/// A duration setting in milliseconds: a plain number of milliseconds (`1500`), or a
+/// duration with its unit (`1500ms`, `2s`, `1m`).
+pub fn parse_duration_ms(v: &str) -> std::result::Result<std::time::Duration, String> {
+    parse_duration_or(v, std::time::Duration::from_millis)
+}
+
+fn parse_duration_or(
+    v: &str,
+    plain: fn(u64) -> std::time::Duration,
+) -> std::result::Result<std::time::Duration, String> {
+    let v = v.trim();
+    if let Ok(n) = v.parse::<u64>() {
+        return Ok(plain(n));
+    }
+    humantime::parse_duration(v).map_err(|e| {
+        format!("`{v}` is not a duration ({e}); write a number, or one with a unit: 90s, 2m, 1h")
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,6 +5,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use atocore_restore_job::config::{parse_duration_ms, parse_duration_secs};
+
 use atocore_restore_job::logging::LogFormat;
 use atocore_restore_job::{Paths, Policy, RetentionArgs, StorageArgs};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -108,10 +110,11 @@ pub struct Arguments {
     #[arg(
         long,
         env = "ATOCORE_CATCH_UP_DELAY_SECS",
-        default_value_t = 60,
+        default_value = "60",
+        value_parser = parse_duration_secs,
         global = true
     )]
-    pub catch_up_delay_secs: u64,
+    pub catch_up_delay_secs: Duration,
 
     /// /health says `degraded` when the newest valid snapshot is older than this.
     #[arg(
@@ -142,66 +145,74 @@ pub struct Arguments {
     #[arg(
         long,
         env = "ATOCORE_SIDECAR_HEADER_TIMEOUT_MS",
-        default_value_t = 10_000,
+        default_value = "10000",
+        value_parser = parse_duration_ms,
         global = true
     )]
-    pub header_timeout_ms: u64,
+    pub header_timeout_ms: Duration,
     /// A client must send a request's body within this time, in milliseconds.
     #[arg(
         long,
         env = "ATOCORE_SIDECAR_BODY_TIMEOUT_MS",
-        default_value_t = 10_000,
+        default_value = "10000",
+        value_parser = parse_duration_ms,
         global = true
     )]
-    pub body_timeout_ms: u64,
+    pub body_timeout_ms: Duration,
     /// On SIGTERM/SIGINT, how long running work may take to finish before exit.
     #[arg(
         long,
         env = "ATOCORE_SIDECAR_SHUTDOWN_SECS",
-        default_value_t = 8,
+        default_value = "8",
+        value_parser = parse_duration_secs,
         global = true
     )]
-    pub shutdown_secs: u64,
+    pub shutdown_secs: Duration,
     /// Upper bound for the online database copy of one snapshot, in seconds.
     #[arg(
         long,
         env = "ATOCORE_BACKUP_TIMEOUT_SECS",
-        default_value_t = 3600,
+        default_value = "3600",
+        value_parser = parse_duration_secs,
         global = true
     )]
-    pub backup_timeout_secs: u64,
+    pub backup_timeout_secs: Duration,
     /// Timeout of each Docker Engine call, in seconds.
     #[arg(
         long,
         env = "ATOCORE_DOCKER_TIMEOUT_SECS",
-        default_value_t = 30,
+        default_value = "30",
+        value_parser = parse_duration_secs,
         global = true
     )]
-    pub docker_timeout_secs: u64,
+    pub docker_timeout_secs: Duration,
     /// How long atocore gets to stop (SIGTERM, then SIGKILL) before a restore, in seconds.
     #[arg(
         long,
         env = "ATOCORE_STOP_TIMEOUT_SECS",
-        default_value_t = 30,
+        default_value = "30",
+        value_parser = parse_duration_secs,
         global = true
     )]
-    pub stop_timeout_secs: u64,
+    pub stop_timeout_secs: Duration,
     /// How long the restore-job container may run, in seconds.
     #[arg(
         long,
         env = "ATOCORE_RESTORE_TIMEOUT_SECS",
-        default_value_t = 1800,
+        default_value = "1800",
+        value_parser = parse_duration_secs,
         global = true
     )]
-    pub restore_timeout_secs: u64,
+    pub restore_timeout_secs: Duration,
     /// How long atocore may take to become healthy after a restore, in seconds.
     #[arg(
         long,
         env = "ATOCORE_HEALTHY_TIMEOUT_SECS",
-        default_value_t = 120,
+        default_value = "120",
+        value_parser = parse_duration_secs,
         global = true
     )]
-    pub healthy_timeout_secs: u64,
+    pub healthy_timeout_secs: Duration,
 
     /// Log format on stderr (auto: text on a terminal, JSON otherwise).
     #[arg(long, env = "ATOCORE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Auto, global = true)]
@@ -322,10 +333,19 @@ impl Config {
         for (flag, v) in [
             ("ATOCORE_SIDECAR_MAX_BODY_BYTES", a.max_body_bytes as u64),
             ("ATOCORE_SIDECAR_MAX_CONNECTIONS", a.max_connections as u64),
-            ("ATOCORE_SIDECAR_HEADER_TIMEOUT_MS", a.header_timeout_ms),
-            ("ATOCORE_SIDECAR_BODY_TIMEOUT_MS", a.body_timeout_ms),
+            (
+                "ATOCORE_SIDECAR_HEADER_TIMEOUT_MS",
+                a.header_timeout_ms.as_millis() as u64,
+            ),
+            (
+                "ATOCORE_SIDECAR_BODY_TIMEOUT_MS",
+                a.body_timeout_ms.as_millis() as u64,
+            ),
             ("ATOCORE_HEALTH_STALE_HOURS", a.stale_hours),
-            ("ATOCORE_DOCKER_TIMEOUT_SECS", a.docker_timeout_secs),
+            (
+                "ATOCORE_DOCKER_TIMEOUT_SECS",
+                a.docker_timeout_secs.as_millis() as u64,
+            ),
         ] {
             if v == 0 {
                 return Err(Error::Config(format!("{flag} must be greater than 0")));
@@ -342,18 +362,18 @@ impl Config {
             docker_host: a.docker_host.clone(),
             schedule,
             missed_run: a.missed_run,
-            catch_up_delay: Duration::from_secs(a.catch_up_delay_secs),
+            catch_up_delay: a.catch_up_delay_secs,
             stale_after: Duration::from_secs(a.stale_hours.saturating_mul(3600)),
             max_body_bytes: a.max_body_bytes,
             max_connections: a.max_connections,
-            header_timeout: Duration::from_millis(a.header_timeout_ms),
-            body_timeout: Duration::from_millis(a.body_timeout_ms),
-            shutdown_timeout: Duration::from_secs(a.shutdown_secs),
-            backup_timeout: Duration::from_secs(a.backup_timeout_secs),
-            docker_timeout: Duration::from_secs(a.docker_timeout_secs),
-            stop_timeout: Duration::from_secs(a.stop_timeout_secs),
-            restore_timeout: Duration::from_secs(a.restore_timeout_secs),
-            healthy_timeout: Duration::from_secs(a.healthy_timeout_secs),
+            header_timeout: a.header_timeout_ms,
+            body_timeout: a.body_timeout_ms,
+            shutdown_timeout: a.shutdown_secs,
+            backup_timeout: a.backup_timeout_secs,
+            docker_timeout: a.docker_timeout_secs,
+            stop_timeout: a.stop_timeout_secs,
+            restore_timeout: a.restore_timeout_secs,
+            healthy_timeout: a.healthy_timeout_secs,
         })
     }
 
@@ -429,5 +449,34 @@ mod tests {
         assert!(parse(&["--max-connections", "0"]).is_err());
         assert!(parse(&["--schedule", "0 6 * * 1"]).is_err());
         assert!(parse(&["--no-schedule"]).unwrap().schedule.is_none());
+    }
+
+    #[test]
+    fn durations_take_units_or_a_plain_number_in_the_settings_unit() {
+        let c = Config::parse_from([
+            "atocore-sidecar",
+            "--storage-root",
+            "/tmp/x",
+            "--catch-up-delay-secs",
+            "2m",
+            "--shutdown-secs",
+            "5",
+            "--header-timeout-ms",
+            "1500",
+            "--body-timeout-ms",
+            "3s",
+            "--healthy-timeout-secs",
+            "1h30m",
+        ])
+        .unwrap();
+        assert_eq!(c.catch_up_delay, Duration::from_secs(120));
+        assert_eq!(c.shutdown_timeout, Duration::from_secs(5));
+        assert_eq!(c.header_timeout, Duration::from_millis(1500));
+        assert_eq!(c.body_timeout, Duration::from_secs(3));
+        assert_eq!(c.healthy_timeout, Duration::from_secs(5400));
+        assert_eq!(
+            parse_duration_secs("soon").unwrap_err(),
+            "`soon` is not a duration (expected number at 0); write a number, or one with a unit: 90s, 2m, 1h"
+        );
     }
 }
