@@ -388,3 +388,40 @@ fn a_snapshot_damaged_after_validation_is_snapshot_damaged_not_a_usage_error() {
     }
     assert_eq!(after, before, "a refused restore changed live data");
 }
+
+#[test]
+fn a_restore_onto_a_host_with_no_live_data_keeps_nothing() {
+    // A new host: the snapshot arrived (copied or fetched), the live folders are empty.
+    let i = Install::new();
+    let stamp = i.backup(&["--include-chroma"])["stamp"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for f in ["", "-wal", "-shm"] {
+        let mut p = i.paths.db.clone().into_os_string();
+        p.push(f);
+        let _ = fs::remove_file(PathBuf::from(p));
+    }
+    fs::remove_file(&i.paths.registry).unwrap();
+    fs::remove_dir_all(&i.paths.chroma).unwrap();
+    fs::create_dir(&i.paths.chroma).unwrap();
+
+    let r = i.run(&["restore", &stamp, "--confirm-service-stopped"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert!(r.json["pre_restore_snapshot"].is_null(), "{}", r.stdout);
+    assert!(r.json["pre_restore_kept"].is_null(), "{}", r.stdout);
+    // Only the note that there was nothing to snapshot, no failure to keep anything.
+    assert_eq!(
+        r.json["warnings"],
+        serde_json::json!(["no_live_database_so_no_pre_restore_snapshot"]),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(
+        tree(&i.paths.chroma),
+        tree(&i.snapshot_dir(&stamp).join("chroma"))
+    );
+    let kept = |dir: &Path| names_in(dir, |n| n.starts_with("atocore-pre-restore-kept-"));
+    assert!(kept(i.paths.db.parent().unwrap()).is_empty());
+    assert!(kept(i.paths.registry.parent().unwrap()).is_empty());
+}

@@ -6,6 +6,7 @@ mod backup;
 mod chroma_integrity;
 mod crash;
 mod legacy;
+mod messages;
 mod mounts;
 mod prune;
 mod restore;

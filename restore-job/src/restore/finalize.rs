@@ -58,7 +58,7 @@ pub(crate) fn finalize_locked(paths: &Paths) -> Result<Finalized> {
     }
     if aside.make_snapshot && aside.snapshot.is_none() {
         if !aside.db.is_file() {
-            if aside_files(&aside).iter().any(|p| p.exists()) {
+            if aside_files(&aside).iter().any(|p| holds_data(p)) {
                 return keep_aside(
                     paths,
                     &aside,
@@ -115,6 +115,16 @@ pub(crate) fn finalize_locked(paths: &Paths) -> Result<Finalized> {
         pre_restore_snapshot: aside.snapshot,
         ..Finalized::default()
     })
+}
+
+/// Whether a set-aside path holds anything worth keeping: a file, or a folder with
+/// something in it (a restore onto an empty chroma folder sets aside an empty one).
+fn holds_data(p: &Path) -> bool {
+    match fs::symlink_metadata(p) {
+        Ok(m) if m.is_dir() => fs::read_dir(p).is_ok_and(|mut rd| rd.next().is_some()),
+        Ok(_) => true,
+        Err(_) => false,
+    }
 }
 
 /// Every path of an aside copy (the database with its journals, the registry, the
