@@ -114,6 +114,8 @@ pub enum Command {
         #[arg(long, default_value = "atocore-demo")]
         dir: PathBuf,
     },
+    /// Off-site replication: push, list, verify, fetch, prune (see docs/offsite.md).
+    Offsite(crate::offsite::OffsiteCli),
 }
 
 fn chroma_choice(no_chroma: bool, chroma: bool) -> ChromaChoice {
@@ -290,6 +292,7 @@ fn dispatch(paths: &Paths, command: Command) -> Result<(Value, u8)> {
                 code,
             ))
         }
+        Command::Offsite(cli) => crate::offsite::run(paths, cli),
     }
 }
 

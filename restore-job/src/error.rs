@@ -111,6 +111,47 @@ pub enum Error {
     /// The restore ran and did not end with a healthy database.
     #[error("restore of `{stamp}` failed: {why}")]
     RestoreFailed { stamp: String, why: String },
+
+    /// Off-site replication is not set up (no target, no recipients, no identity, no
+    /// repository key): a refusal, nothing was sent or changed.
+    #[error("off-site: {0}")]
+    OffsiteNotConfigured(String),
+
+    /// The off-site target did not answer (network, DNS, server error).
+    #[error(
+        "off-site target {target} is unreachable: {why}; check ATOCORE_OFFSITE_URL, AWS_ENDPOINT_URL and the network, then retry"
+    )]
+    OffsiteUnreachable { target: String, why: String },
+
+    /// The off-site target refused the credentials.
+    #[error(
+        "off-site target {target} refused access: {why}; check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY and the bucket's permissions"
+    )]
+    OffsiteDenied { target: String, why: String },
+
+    /// An object a snapshot needs is not on the target.
+    #[error(
+        "off-site object {object} is missing on {target}; run `atocore-restore-job offsite verify` and push the snapshot again"
+    )]
+    OffsiteObjectMissing { object: String, target: String },
+
+    /// An object on the target is truncated, altered or not what its name says.
+    #[error(
+        "off-site object {object} is damaged: {why}; run `atocore-restore-job offsite verify --read-data 100` and fetch another snapshot with `offsite list`"
+    )]
+    OffsiteObjectDamaged { object: String, why: String },
+
+    /// The identity given cannot decrypt the object.
+    #[error(
+        "off-site object {object} cannot be decrypted with the identity given: none of its keys matches a recipient the object was encrypted to; use the identity that belongs to ATOCORE_OFFSITE_RECIPIENTS"
+    )]
+    OffsiteWrongKey { object: String },
+
+    /// A stamp that is not on the off-site target.
+    #[error(
+        "no snapshot `{stamp}` on {target}; run `atocore-restore-job offsite list` to see the stamps there"
+    )]
+    OffsiteUnknownStamp { stamp: String, target: String },
 }
 
 impl Error {
@@ -122,7 +163,9 @@ impl Error {
             | Error::NotConfirmed(_)
             | Error::DatabaseInUse(_)
             | Error::Busy(_)
-            | Error::Usage(_) => 2,
+            | Error::Usage(_)
+            | Error::OffsiteNotConfigured(_)
+            | Error::OffsiteUnknownStamp { .. } => 2,
             _ => 1,
         }
     }
@@ -147,6 +190,13 @@ impl Error {
             Error::NewSnapshotInvalid(_) => "new_snapshot_invalid",
             Error::UnsafeEntry { .. } => "unsafe_entry",
             Error::RestoreFailed { .. } => "restore_failed",
+            Error::OffsiteNotConfigured(_) => "offsite_not_configured",
+            Error::OffsiteUnreachable { .. } => "offsite_unreachable",
+            Error::OffsiteDenied { .. } => "offsite_denied",
+            Error::OffsiteObjectMissing { .. } => "offsite_object_missing",
+            Error::OffsiteObjectDamaged { .. } => "offsite_object_damaged",
+            Error::OffsiteWrongKey { .. } => "offsite_wrong_key",
+            Error::OffsiteUnknownStamp { .. } => "offsite_unknown_stamp",
         }
     }
 

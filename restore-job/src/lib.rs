@@ -10,7 +10,8 @@
 //! [`metadata`], [`manifest`], [`db`] (SQLite), [`chroma`] (the vector store tree),
 //! [`snapshot`] (backup, list), [`validate`], [`retention`] (the policy), [`prune`],
 //! [`restore`] (with its journal), [`init`] (the init-job mode and request files),
-//! [`durable`] (fsync, atomic writes, the backups lock), [`sample`] (a demo install).
+//! [`durable`] (fsync, atomic writes, the backups lock), [`sample`] (a demo install),
+//! [`offsite`] (encrypted, deduplicated replication to S3 or a folder).
 //!
 //! ```no_run
 //! use atocore_restore_job::{snapshot, Paths, BackupOptions, Hooks};
@@ -29,6 +30,7 @@ pub mod error;
 pub mod init;
 pub mod manifest;
 pub mod metadata;
+pub mod offsite;
 pub mod prune;
 pub mod restore;
 pub mod retention;
