@@ -5,6 +5,7 @@ mod util;
 mod backup;
 mod crash;
 mod mounts;
+mod offsite;
 mod prune;
 mod restore;
 mod validate;

@@ -68,7 +68,7 @@ pub fn push(
     identity: Option<&Identity>,
 ) -> Result<PushReport> {
     let local = published_stamps(paths)?;
-    // The candidates, newest first for `Newest`.
+    // The candidates: newest first for `Newest`, oldest first for `Missing`.
     let stamps: Vec<Stamp> = match which {
         Which::Stamp(s) => {
             let s = Stamp::parse(s)?;
@@ -80,7 +80,8 @@ pub fn push(
             }
             vec![s]
         }
-        Which::Newest | Which::Missing => local.iter().rev().cloned().collect(),
+        Which::Newest => local.iter().rev().cloned().collect(),
+        Which::Missing => local.clone(),
     };
 
     let (config, key) = open_or_create(paths, target, sealer, identity)?;

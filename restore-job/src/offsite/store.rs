@@ -256,7 +256,15 @@ impl Target {
                 }
                 Err(e) => {
                     if first_err.is_none() {
-                        first_err = Some(self.error(&key, e));
+                        first_err = Some(match e {
+                            object_store::Error::NotFound { .. } => {
+                                Error::OffsiteNotConfigured(format!(
+                                    "{}: writing {key} answered \"not found\": the bucket does not exist; create it (or fix ATOCORE_OFFSITE_URL) and retry",
+                                    self.display
+                                ))
+                            }
+                            e => self.error(&key, e),
+                        });
                     }
                 }
             }
