@@ -31,6 +31,10 @@ struct Moto {
 impl Moto {
     /// Start moto, or `None` (with a note) when it is not installed outside CI.
     fn start() -> Option<Moto> {
+        Moto::start_with(&[])
+    }
+
+    fn start_with(env: &[(&str, &str)]) -> Option<Moto> {
         let bin = std::env::var("ATOCORE_MOTO")
             .unwrap_or_else(|_| "/opt/atocore-moto/bin/moto_server".into());
         if !Path::new(&bin).exists() {
@@ -48,6 +52,7 @@ impl Moto {
             .port();
         let child = Command::new(&bin)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -581,6 +586,28 @@ fn an_unreachable_endpoint_is_a_clear_error_and_changes_nothing_locally() {
         assert_eq!(r.json["error"], "offsite_unreachable", "{}", r.stdout);
         assert!(r.stdout.contains(&endpoint), "{}", r.stdout);
         assert!(t.elapsed() < Duration::from_secs(60));
+    }
+    assert_eq!(storage_tree(site.install.root()), before);
+}
+
+#[test]
+fn bad_credentials_are_a_clear_error_and_change_nothing_locally() {
+    // moto checks credentials after its first request (the bucket's creation).
+    let Some(moto) = Moto::start_with(&[("INITIAL_NO_AUTH_ACTION_COUNT", "1")]) else {
+        return;
+    };
+    let site = Site::new(200).with_target(moto.env("denied"));
+    site.backup();
+    let before = storage_tree(site.install.root());
+    for args in [
+        vec!["offsite", "push"],
+        vec!["offsite", "list"],
+        vec!["offsite", "fetch", "latest", "--identity", site.key()],
+    ] {
+        let r = site.run(&args);
+        assert_eq!(r.code, 1, "{args:?}: {}", r.stdout);
+        assert_eq!(r.json["error"], "offsite_denied", "{}", r.stdout);
+        assert!(r.stdout.contains("AWS_ACCESS_KEY_ID"), "{}", r.stdout);
     }
     assert_eq!(storage_tree(site.install.root()), before);
 }

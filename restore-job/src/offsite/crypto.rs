@@ -137,3 +137,60 @@ pub fn parses_as_age(bytes: &[u8]) -> std::result::Result<(), String> {
         .map(|_| ())
         .map_err(|e| e.to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use age::secrecy::ExposeSecret;
+
+    /// Write a new identity file at `path`; its public key.
+    fn identity_file(path: &Path) -> String {
+        let id = x25519::Identity::generate();
+        std::fs::write(path, format!("{}\n", id.to_string().expose_secret())).unwrap();
+        id.to_public().to_string()
+    }
+
+    #[test]
+    fn seals_to_every_recipient_and_opens_with_either_key() {
+        let d = tempfile::tempdir().unwrap();
+        let [k1, k2, k3] = ["a", "b", "c"].map(|n| d.path().join(n));
+        let (r1, r2) = (identity_file(&k1), identity_file(&k2));
+        identity_file(&k3);
+        let sealer = Sealer::from_settings(Some(&format!(" {r1},\n{r2} ")), false).unwrap();
+        let sealed = sealer.seal(b"hello").unwrap();
+        assert_ne!(&sealed[..], b"hello");
+        for k in [&k1, &k2] {
+            assert_eq!(
+                Identity::load(k).unwrap().open("x", &sealed).unwrap(),
+                b"hello"
+            );
+        }
+        assert!(matches!(
+            Identity::load(&k3).unwrap().open("x", &sealed),
+            Err(Error::OffsiteWrongKey { .. })
+        ));
+        assert!(matches!(
+            Identity::load(&k1)
+                .unwrap()
+                .open("x", &sealed[..sealed.len() - 1]),
+            Err(Error::OffsiteObjectDamaged { .. })
+        ));
+    }
+
+    #[test]
+    fn refuses_without_recipients_unless_unencrypted() {
+        assert!(matches!(
+            Sealer::from_settings(None, false),
+            Err(Error::OffsiteNotConfigured(_))
+        ));
+        assert!(matches!(
+            Sealer::from_settings(Some(" , "), false),
+            Err(Error::OffsiteNotConfigured(_))
+        ));
+        assert!(!Sealer::from_settings(None, true).unwrap().encrypted());
+        assert!(matches!(
+            Sealer::from_settings(Some("age1nope"), true),
+            Err(Error::OffsiteNotConfigured(_))
+        ));
+    }
+}
