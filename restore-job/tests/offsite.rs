@@ -835,3 +835,65 @@ fn remote_prune_keeps_what_kept_snapshots_need() {
     site.ok(&["offsite", "fetch", &stamps[2], "--identity", site.key()]);
     assert_eq!(tree(&site.paths().snapshots_dir().join(&stamps[2])), want);
 }
+
+#[test]
+fn prune_running_during_a_push_leaves_every_listed_snapshot_whole() {
+    let site = Site::new(20_000);
+    let old = site.backup();
+    site.ok(&["offsite", "push"]);
+    std::thread::sleep(Duration::from_millis(1100));
+    for i in 0..CHROMA_FILES {
+        write_random(
+            &site
+                .paths()
+                .chroma
+                .join(SEGMENT)
+                .join(format!("data_level{i}.bin")),
+            128 * 1024,
+        );
+    }
+    let new = site.backup();
+
+    let mut cmd = Command::new(BIN);
+    cmd.arg("--storage-root")
+        .arg(site.install.root())
+        .args(["offsite", "push"])
+        .envs(site.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .env("ATOCORE_LOG_FORMAT", "text");
+    let mut push = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Prune over and over while the push runs: it drops the old snapshot's reference
+    // as soon as the new one is listed, and never an object the push needs.
+    let mut prunes = 0;
+    while push.try_wait().unwrap().is_none() {
+        let p = site.ok(&["offsite", "prune", "--keep-daily", "1"]);
+        assert_eq!(p["objects_deleted"], 0, "{p}");
+        prunes += 1;
+        assert!(prunes < 10_000, "the push never ended");
+    }
+    let pushed = Run::from(push.wait_with_output().unwrap());
+    assert_eq!(pushed.code, 0, "{}\n{}", pushed.stdout, pushed.stderr);
+    assert!(prunes >= 1);
+    site.ok(&["offsite", "prune", "--keep-daily", "1"]);
+    let listed = site.ok(&["offsite", "list"]);
+    let stamps: Vec<&str> = listed["snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["stamp"].as_str().unwrap())
+        .collect();
+    assert_eq!(stamps, vec![new.as_str()], "{listed}");
+    assert_ne!(old, new);
+    let v = site.ok(&[
+        "offsite",
+        "verify",
+        "--read-data",
+        "100",
+        "--identity",
+        site.key(),
+    ]);
+    assert_eq!(v["ok"], true, "{v}");
+}

@@ -2,6 +2,8 @@
 //! recorded (one LIST for the whole target), and, with `--read-data PCT`, that share of
 //! the chunks is downloaded and checked: that it parses as age without the private key,
 //! or, given `--identity`, that it decrypts, decompresses and matches its keyed name.
+//! Given `--identity`, each snapshot's index is also decrypted and compared with its
+//! reference.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -10,6 +12,7 @@ use serde::Serialize;
 
 use super::chunker;
 use super::crypto::{self, Identity};
+use super::format::Index;
 use super::store::{PARALLEL, Requests, Target};
 use crate::error::{Error, Result};
 
@@ -30,6 +33,8 @@ pub struct VerifyReport {
     pub snapshots: usize,
     pub objects_checked: usize,
     pub chunks_read: usize,
+    /// Indexes decrypted and compared with their references (with an identity).
+    pub indexes_read: usize,
     /// Whether the chunks read were decrypted (an identity was given).
     pub decrypted: bool,
     pub problems: Vec<Problem>,
@@ -75,6 +80,39 @@ pub fn verify(target: &Target, read_pct: f64, identity: Option<&Identity>) -> Re
                 &needed,
             )),
             Some(_) => {}
+        }
+    }
+
+    // With the private key, each index must list exactly the chunks its reference
+    // names (the reference is what prune and verify trust).
+    let mut indexes_read = 0;
+    if let (Some(c), Some(id)) = (&config, identity) {
+        for r in &refs {
+            if !present.contains_key(&r.index) {
+                continue;
+            }
+            indexes_read += 1;
+            let body = target.get(&r.index)?;
+            let index: Index = match super::open_json(&r.index, &body, c.encrypted, Some(id)) {
+                Ok(i) => i,
+                Err(e) => {
+                    problems.push(problem(&r.index, describe(e), &needed));
+                    continue;
+                }
+            };
+            let in_index: BTreeSet<&str> = index
+                .entries
+                .iter()
+                .flat_map(|e| e.chunks.iter().map(|(id, _)| id.as_str()))
+                .collect();
+            let in_ref: BTreeSet<&str> = r.chunks.iter().map(|(id, _)| id.as_str()).collect();
+            if in_index != in_ref || index.stamp != r.stamp {
+                problems.push(problem(
+                    &r.index,
+                    format!("does not match the reference of {}", r.stamp),
+                    &needed,
+                ));
+            }
         }
     }
 
@@ -124,6 +162,7 @@ pub fn verify(target: &Target, read_pct: f64, identity: Option<&Identity>) -> Re
         snapshots: refs.len(),
         objects_checked: needed.len(),
         chunks_read,
+        indexes_read,
         decrypted,
         problems,
         requests: target.requests(),
