@@ -111,13 +111,19 @@ impl Target {
                     .as_deref()
                     .is_some_and(|e| e.starts_with("http://"))
                     || std::env::var("AWS_ALLOW_HTTP").is_ok_and(|v| truthy(&v));
+                let plain_http = endpoint
+                    .as_deref()
+                    .is_some_and(|e| e.starts_with("http://"));
                 let mut b = AmazonS3Builder::from_env()
                     .with_bucket_name(bucket)
                     .with_client_options(
                         ClientOptions::new()
                             .with_connect_timeout(Duration::from_secs(10))
                             .with_timeout(Duration::from_secs(300))
-                            .with_allow_http(allow_http),
+                            .with_allow_http(allow_http)
+                            // A plain-http endpoint needs no CA store (images built
+                            // FROM scratch have none).
+                            .with_no_system_certificates(plain_http),
                     )
                     .with_retry(RetryConfig {
                         backoff: BackoffConfig {
@@ -137,9 +143,11 @@ impl Target {
                 if let Some(e) = endpoint {
                     b = b.with_endpoint(e);
                 }
-                let s3 = b
-                    .build()
-                    .map_err(|e| not_configured(format!("cannot use {url} as a target: {e}")))?;
+                let s3 = b.build().map_err(|e| {
+                    not_configured(format!(
+                        "cannot use {url} as a target: {e}; for an https endpoint the CA certificates must be readable (in a container built FROM scratch mount the host's bundle: -v /etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt:ro)"
+                    ))
+                })?;
                 (Arc::new(s3), prefix.trim_matches('/').to_string(), None)
             } else {
                 return Err(not_configured(format!(
