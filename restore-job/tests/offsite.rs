@@ -533,6 +533,26 @@ fn pushing_without_recipients_is_refused_unless_unencrypted_is_asked_for() {
 #[test]
 fn unknown_stamp_and_missing_identity_are_refusals() {
     let site = Site::new(200);
+    // Nothing to push: refused before the target is touched.
+    let r = site.run(&["offsite", "push"]);
+    assert_eq!(r.code, 2, "{}", r.stdout);
+    assert_eq!(r.json["error"], "bad_request");
+    assert_eq!(usage(&site.remote()), (0, 0));
+    // A folder target that is not there (a disk not mounted) is not created by
+    // anything but push.
+    fs::remove_dir(site.remote()).unwrap();
+    for args in [
+        vec!["offsite", "list"],
+        vec!["offsite", "verify"],
+        vec!["offsite", "prune"],
+        vec!["offsite", "fetch", "latest", "--identity", site.key()],
+    ] {
+        let r = site.run(&args);
+        assert_eq!(r.code, 2, "{args:?}: {}", r.stdout);
+        assert_eq!(r.json["error"], "offsite_not_configured");
+        assert!(r.stdout.contains("mounted"), "{}", r.stdout);
+        assert!(!site.remote().exists());
+    }
     site.backup();
     site.ok(&["offsite", "push"]);
     let r = site.run(&[

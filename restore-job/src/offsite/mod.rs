@@ -54,7 +54,7 @@ pub struct OffsiteArgs {
 }
 
 impl OffsiteArgs {
-    fn target(&self) -> Result<Target> {
+    fn target(&self, create: bool) -> Result<Target> {
         let url = self
             .url
             .as_deref()
@@ -65,7 +65,7 @@ impl OffsiteArgs {
                         .into(),
                 )
             })?;
-        Target::open(url.trim())
+        Target::open(url.trim(), create)
     }
 
     fn unencrypted(&self) -> bool {
@@ -138,12 +138,12 @@ pub fn run(paths: &Paths, cli: OffsiteCli) -> Result<(Value, u8)> {
                 (None, false) => push::Which::Newest,
             };
             let identity = identity.as_deref().map(Identity::load).transpose()?;
-            let target = s.target()?;
+            let target = s.target(true)?;
             let r = push::push(paths, &target, &sealer, &which, identity.as_ref())?;
             Ok((to_value(&r), 0))
         }
         OffsiteCommand::List => {
-            let target = s.target()?;
+            let target = s.target(false)?;
             Ok((to_value(&list::list(&target)?), 0))
         }
         OffsiteCommand::Verify {
@@ -156,19 +156,19 @@ pub fn run(paths: &Paths, cli: OffsiteCli) -> Result<(Value, u8)> {
                 )));
             }
             let identity = identity.as_deref().map(Identity::load).transpose()?;
-            let target = s.target()?;
+            let target = s.target(false)?;
             let r = verify::verify(&target, read_data, identity.as_ref())?;
             let code = if r.ok { 0 } else { 1 };
             Ok((to_value(&r), code))
         }
         OffsiteCommand::Fetch { stamp, identity } => {
             let identity = identity.as_deref().map(Identity::load).transpose()?;
-            let target = s.target()?;
+            let target = s.target(false)?;
             let r = fetch::fetch(paths, &target, &stamp, identity.as_ref())?;
             Ok((to_value(&r), 0))
         }
         OffsiteCommand::Prune(args) => {
-            let target = s.target()?;
+            let target = s.target(false)?;
             let r = prune::prune(&target, &args)?;
             Ok((to_value(&r), 0))
         }

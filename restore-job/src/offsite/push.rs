@@ -84,6 +84,16 @@ pub fn push(
         Which::Missing => local.clone(),
     };
 
+    let nothing = || {
+        Error::Usage(format!(
+            "no valid snapshot in {} to push; take one with `atocore-restore-job backup`",
+            paths.snapshots_dir().display()
+        ))
+    };
+    if stamps.is_empty() && matches!(which, Which::Newest) {
+        return Err(nothing());
+    }
+
     let (config, key) = open_or_create(paths, target, sealer, identity)?;
     let on_target: HashSet<String> = target
         .list(format::SNAPSHOTS_DIR)?
@@ -136,10 +146,7 @@ pub fn push(
         }
     }
     if pushed.is_empty() && already_there.is_empty() && !matches!(which, Which::Missing) {
-        return Err(Error::Usage(format!(
-            "no valid snapshot in {} to push; take one with `atocore-restore-job backup`",
-            paths.snapshots_dir().display()
-        )));
+        return Err(nothing());
     }
     Ok(PushReport {
         target: target.url().to_string(),

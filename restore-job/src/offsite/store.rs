@@ -77,8 +77,9 @@ impl std::fmt::Debug for Target {
 
 impl Target {
     /// Open `s3://bucket/prefix` (settings from the standard `AWS_*` variables) or
-    /// `file:///path` (the folder is created).
-    pub fn open(url: &str) -> Result<Target> {
+    /// `file:///path` (the folder is created when `create`, else it must exist: a
+    /// disk that is not mounted must not silently become a folder on the host).
+    pub fn open(url: &str, create: bool) -> Result<Target> {
         let not_configured = |why: String| Error::OffsiteNotConfigured(why);
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -92,7 +93,14 @@ impl Target {
                     )));
                 }
                 let root = PathBuf::from(path);
-                crate::durable::create_dir_all(&root)?;
+                if create {
+                    crate::durable::create_dir_all(&root)?;
+                } else if !root.is_dir() {
+                    return Err(not_configured(format!(
+                        "the target folder {} does not exist: is the disk mounted? (`offsite push` creates it)",
+                        root.display()
+                    )));
+                }
                 let fs = LocalFileSystem::new_with_prefix(&root).map_err(|e| {
                     not_configured(format!("cannot use {} as a target: {e}", root.display()))
                 })?;
