@@ -683,7 +683,8 @@ fn the_age_cli_decrypts_what_push_wrote() {
 fn a_push_killed_midway_resumes_and_is_never_listed_incomplete() {
     let site = Site::new(20_000);
     let stamp = site.backup();
-    // Killed after 6 objects (config, key, 4 chunks).
+    // Killed once 6 objects are written: config, key, and the first batch of chunks
+    // (a batch of uploads runs at once, so a few more may have landed).
     let r = site.run_with(
         &["offsite", "push"],
         &[("ATOCORE_OFFSITE_CRASH_AFTER_PUTS", "6")],
