@@ -301,6 +301,32 @@ fn round_trip(site: &Site) {
     assert_eq!(restored["restored_integrity_ok"], true, "{restored}");
     assert_eq!(restored["chroma_restored"], true);
     assert_eq!(live_state(site.paths()), original);
+
+    // The new host carries on with the same repository: fetch kept the repository
+    // key, so the next push needs no identity and uploads only what changed.
+    let next = site.backup();
+    let again = site.ok(&["offsite", "push"]);
+    assert_eq!(again["pushed"][0]["stamp"], next.as_str());
+    assert!(
+        again["pushed"][0]["chunks_uploaded"].as_u64().unwrap() <= 3,
+        "{again}"
+    );
+    // Without that copy of the key a push is refused until given the identity once.
+    fs::remove_dir_all(site.paths().backup_dir.join("offsite")).unwrap();
+    site.install.add_memories(10, "after-recovery");
+    site.backup();
+    let r = site.run(&["offsite", "push"]);
+    assert_eq!(r.code, 2, "{}", r.stdout);
+    assert_eq!(r.json["error"], "offsite_not_configured");
+    assert!(r.stdout.contains("--identity"), "{}", r.stdout);
+    site.ok(&["offsite", "push", "--identity", site.key()]);
+    assert_eq!(
+        site.ok(&["offsite", "list"])["snapshots"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
 }
 
 #[test]
