@@ -169,6 +169,17 @@ impl Site {
         self
     }
 
+    /// Another, empty storage root (a new host) with the same target and key.
+    fn new_host(&self) -> Site {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths::from_root(dir.path().join("elsewhere/atocore"));
+        Site {
+            install: Install { dir, paths },
+            key: self.key.clone(),
+            env: self.env.clone(),
+        }
+    }
+
     fn remote(&self) -> PathBuf {
         self.install.dir.path().join("remote")
     }
@@ -264,25 +275,34 @@ fn chunk_files(remote: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// Push, wipe the whole storage root, fetch with the identity, restore with the
-/// real binary: the live tree equals the original.
-fn round_trip(site: &Site) {
-    let stamp = site.backup();
-    let original = live_state(site.paths());
-    let original_snapshot = tree(&site.paths().snapshots_dir().join(&stamp));
+/// Push, wipe the whole storage root, fetch with the identity (into the same root,
+/// or into an empty one elsewhere: a new host), restore with the real binary: the
+/// live tree equals the original.
+fn round_trip(old: &Site, on_new_host: bool) {
+    let stamp = old.backup();
+    let original = live_state(old.paths());
+    let original_snapshot = tree(&old.paths().snapshots_dir().join(&stamp));
 
-    let pushed = site.ok(&["offsite", "push"]);
+    let pushed = old.ok(&["offsite", "push"]);
     assert_eq!(pushed["pushed"][0]["stamp"], stamp.as_str());
     assert!(
         pushed["pushed"][0]["chunks"].as_u64().unwrap() > 10,
         "{pushed}"
     );
-    let listed = site.ok(&["offsite", "list"]);
+    let listed = old.ok(&["offsite", "list"]);
     assert_eq!(listed["snapshots"][0]["stamp"], stamp.as_str());
     assert_eq!(listed["encrypted"], true);
 
-    fs::remove_dir_all(site.install.root()).unwrap();
-    assert!(!site.install.root().exists());
+    fs::remove_dir_all(old.install.root()).unwrap();
+    assert!(!old.install.root().exists());
+    // The same storage root on the same host, or another one elsewhere.
+    let other;
+    let site = if on_new_host {
+        other = old.new_host();
+        &other
+    } else {
+        old
+    };
 
     let fetched = site.ok(&["offsite", "fetch", "latest", "--identity", site.key()]);
     assert_eq!(fetched["stamp"], stamp.as_str());
@@ -331,13 +351,13 @@ fn round_trip(site: &Site) {
 
 #[test]
 fn folder_push_wipe_fetch_restore_gives_the_original_back() {
-    round_trip(&Site::new(20_000));
+    round_trip(&Site::new(20_000), false);
 }
 
 #[test]
 fn s3_push_wipe_fetch_restore_gives_the_original_back() {
     let Some(moto) = Moto::start() else { return };
-    round_trip(&Site::new(20_000).with_target(moto.env("round-trip")));
+    round_trip(&Site::new(20_000).with_target(moto.env("round-trip")), true);
 }
 
 /// A second push after 1 of 40 chroma files changed and ~1 % new rows uploads only
