@@ -16,9 +16,9 @@ use std::io::Read;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use crate::classify;
 use crate::client::{self, Delivery};
 use crate::config::{Config, MAX_STDIN_BYTES, RawSettings, Strictness, env};
-use crate::entry;
 use crate::error::{Error, Result};
 use crate::input::HookInput;
 use crate::ledger::{self, LedgerEntry};
@@ -230,12 +230,12 @@ fn capture(
 
     let lock = FileLock::acquire(&state.state_lock(), deadline)?;
     let known = ledger::load(&state.ledger())?;
-    let keyed: Vec<(&entry::PromptPiece, String)> = turn
+    let keyed: Vec<(&classify::PromptPiece, String)> = turn
         .pieces
         .iter()
         .map(|p| (p, ledger::key(&session_id, &p.identity)))
         .collect();
-    let fresh: Vec<&(&entry::PromptPiece, String)> = keyed
+    let fresh: Vec<&(&classify::PromptPiece, String)> = keyed
         .iter()
         .filter(|(_, k)| !known.iter().any(|e| &e.key == k))
         .collect();
@@ -320,7 +320,7 @@ pub struct Preview {
     /// The reply found in the transcript.
     pub response: Option<String>,
     /// The pieces of the prompt and their identities.
-    pub pieces: Vec<entry::PromptPiece>,
+    pub pieces: Vec<classify::PromptPiece>,
     /// Why nothing would be captured.
     pub reason: Option<String>,
     /// Whether the transcript ends with a reply (or an interrupt).

@@ -14,7 +14,8 @@
 //! |---|---|
 //! | [`capture`] | the hook run: stdin → transcript → dedup → outbox → delivery |
 //! | [`transcript`] | the backward chunked reader and the turn finder |
-//! | [`entry`] | one transcript line: the streaming parser and the skip rules |
+//! | [`line_parser`] | one transcript line: the streaming parser that keeps only what is needed |
+//! | [`classify`] | what a parsed line means: the skip rules, commands, queued prompts |
 //! | [`input`] | the Stop hook's stdin JSON |
 //! | [`project`] | the `project` field: env, cwd map, git root, folder |
 //! | [`outbox`] | the capture body, the outbox files, delivery, dead letters, `status.json` |
@@ -46,14 +47,15 @@
 //! ```
 
 pub mod capture;
+pub mod classify;
 pub mod cli;
 pub mod client;
 pub mod config;
-pub mod entry;
 pub mod error;
 pub mod input;
 pub mod install;
 pub mod ledger;
+pub mod line_parser;
 pub mod lock;
 pub mod log;
 pub mod ordered_json;

@@ -22,7 +22,7 @@ use crate::lock::FileLock;
 use crate::log::Log;
 use crate::state_dir::{StateDir, sync_dir, sync_file, write_atomic, write_atomic_nosync};
 
-/// The body POSTed to `/interactions` (CONTRACT.md section 5).
+/// The body POSTed to `/interactions` (docs/design.md §1, docs/capture.md).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Interaction {
     /// What the person typed.

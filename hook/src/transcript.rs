@@ -19,8 +19,9 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::time::Instant;
 
-use crate::entry::{Entry, Parsed, PromptPiece, classify, parse_entry, parse_entry_from};
+use crate::classify::{Entry, PromptPiece, classify};
 use crate::error::{Error, Result};
+use crate::line_parser::{Parsed, parse_entry, parse_entry_from};
 
 /// Bytes read from the file per step backwards.
 pub const CHUNK: usize = 64 * 1024;

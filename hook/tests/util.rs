@@ -5,9 +5,39 @@ use std::process::Output;
 
 use serde_json::{Value, json};
 
-/// The real fixtures, beside the checkout (CI has shared/ at the same relative place).
+/// Where the real transcripts are, beside the checkout (CI lays shared/ at the same
+/// relative place).
 pub fn fixtures_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/transcripts")
+}
+
+/// The real transcripts, or `None` with a one-line note when they are absent (a lone
+/// clone: the synthetic tests in rules.rs cover every rule without them). Under `CI=true`
+/// they must be there, as the Docker tests must run: their absence fails the test.
+pub fn real_fixtures(test: &str) -> Option<PathBuf> {
+    let dir = fixtures_dir();
+    if dir.is_dir() {
+        return Some(dir);
+    }
+    if is_ci() {
+        panic!(
+            "{test}: CI=true but the real transcripts are absent ({} is not a folder); CI lays shared/ beside the checkout",
+            dir.display()
+        );
+    }
+    eprintln!(
+        "skipped: {test}: the real transcripts at {} are absent",
+        dir.display()
+    );
+    None
+}
+
+/// Whether `CI` is set to a true value (the same rule as the Docker tests').
+pub fn is_ci() -> bool {
+    matches!(
+        std::env::var("CI").as_deref(),
+        Ok("true" | "1" | "TRUE" | "True" | "yes")
+    )
 }
 
 /// A temp folder with a state dir, a HOME, and the settings the binary reads. The binary
@@ -269,4 +299,10 @@ pub fn queued(uuid: &str, prompt: &str) -> String {
             "origin": {"kind": "human"}, "prompt": prompt}}),
         json!({}),
     )
+}
+
+/// The same line as written by a subagent (`isSidechain: true`).
+pub fn sidechain(line: String) -> String {
+    assert!(line.contains(r#""isSidechain":false"#), "{line}");
+    line.replace(r#""isSidechain":false"#, r#""isSidechain":true"#)
 }

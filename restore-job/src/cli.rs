@@ -1,29 +1,30 @@
 //! The command line of `atocore-restore-job`: clap arguments, then one function per
-//! command over the library. Every command prints one JSON document on stdout; logs go
+//! command over the engine library. Every command prints one JSON document on stdout; logs go
 //! to stderr. Exit codes: 0 success, 1 the operation ran and failed, 2 bad usage or
 //! refused.
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 use serde_json::{Value, json};
 
-use crate::config::{Paths, RetentionArgs, StorageArgs};
-use crate::error::{ErrorBody, Result};
-use crate::metadata::Kind;
-use crate::restore::{ChromaChoice, RestoreOptions};
-use crate::snapshot::{BackupOptions, Hooks};
-use crate::{Stamp, init, prune, restore, sample, snapshot, validate};
+use atocore_restore_job::config::{Paths, RetentionArgs, StorageArgs};
+use atocore_restore_job::error::{ErrorBody, Result};
+use atocore_restore_job::logging::LogFormat;
+use atocore_restore_job::metadata::Kind;
+use atocore_restore_job::restore::{ChromaChoice, RestoreOptions};
+use atocore_restore_job::snapshot::{BackupHooks, BackupOptions};
+use atocore_restore_job::{Stamp, init, prune, restore, sample, snapshot, validate};
 
 /// AtoCore snapshot engine: back up, list, validate, restore and prune snapshots.
 #[derive(Debug, Parser)]
 #[command(name = "atocore-restore-job", version, about, long_about = None)]
-pub struct Arguments {
+pub(crate) struct Arguments {
     #[command(flatten)]
     pub storage: StorageArgs,
     /// Log format on stderr.
@@ -33,17 +34,8 @@ pub struct Arguments {
     pub command: Command,
 }
 
-/// How logs are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    /// Text on a terminal, JSON otherwise.
-    Auto,
-    Text,
-    Json,
-}
-
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Take a snapshot, validate it, print its metadata.
     Backup {
         /// Also copy the Chroma store (incrementally: unchanged files are hard links).
@@ -95,7 +87,8 @@ pub enum Command {
     },
     /// Make the pending pre-restore snapshot of a restore that deferred it.
     Finalize,
-    /// Apply the retention policy.
+    /// Apply the retention policy. Deletes only valid snapshots no rule keeps; invalid
+    /// ones are reported in `invalid` and kept.
     Prune {
         /// Print what would be deleted and why; delete nothing.
         #[arg(long)]
@@ -106,6 +99,9 @@ pub enum Command {
         #[arg(long, value_name = "RFC3339")]
         now: Option<DateTime<Utc>>,
     },
+    /// Delete one snapshot, valid or not (the way to remove one prune reports invalid).
+    /// Refused while a pending or staged restore refers to it.
+    Delete { stamp: String },
     /// Init-job mode: finish an interrupted restore, perform a pending restore request.
     Init,
     /// Create a sample storage root (default ./atocore-demo), snapshot it with chroma
@@ -115,7 +111,7 @@ pub enum Command {
         dir: PathBuf,
     },
     /// Off-site replication: push, list, verify, fetch, prune (see docs/offsite.md).
-    Offsite(crate::offsite::OffsiteCli),
+    Offsite(atocore_restore_job::offsite::OffsiteCli),
 }
 
 fn chroma_choice(no_chroma: bool, chroma: bool) -> ChromaChoice {
@@ -132,27 +128,8 @@ fn parse_kind(s: &str) -> std::result::Result<Kind, String> {
     s.parse()
 }
 
-/// Set up logging to stderr.
-pub fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("ATOCORE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let json = match format {
-        LogFormat::Json => true,
-        LogFormat::Text => false,
-        LogFormat::Auto => !std::io::stderr().is_terminal(),
-    };
-    let b = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if json {
-        b.json().init();
-    } else {
-        b.init();
-    }
-}
-
 /// Run a parsed command line: the JSON to print and the exit code.
-pub fn run(args: Arguments) -> (Value, u8) {
+pub(crate) fn run(args: Arguments) -> (Value, u8) {
     let paths = Paths::from(&args.storage);
     match dispatch(&paths, args.command) {
         Ok(done) => done,
@@ -189,7 +166,7 @@ fn dispatch(paths: &Paths, command: Command) -> Result<(Value, u8)> {
                     timeout: Duration::from_secs(backup_timeout_secs),
                     source_paths: None,
                 },
-                Hooks {
+                BackupHooks {
                     quiesce: None,
                     keep_going: &keep_going,
                 },
@@ -199,6 +176,14 @@ fn dispatch(paths: &Paths, command: Command) -> Result<(Value, u8)> {
         Command::List => Ok((to_value(&snapshot::list(paths)?), 0)),
         Command::Validate { stamp } => {
             let stamp = Stamp::parse(&stamp)?;
+            // A stamp with no folder is a mistake in the request (exit 2), not a snapshot
+            // that failed validation (exit 1).
+            if !paths.snapshot_dir(&stamp).is_dir() {
+                return Err(atocore_restore_job::Error::UnknownStamp {
+                    stamp: stamp.to_string(),
+                    dir: paths.snapshots_dir(),
+                });
+            }
             let r = validate::validate(paths, &stamp)?;
             let code = if r.valid { 0 } else { 1 };
             Ok((to_value(&r), code))
@@ -244,8 +229,8 @@ fn dispatch(paths: &Paths, command: Command) -> Result<(Value, u8)> {
             Ok((to_value(&staged), 0))
         }
         Command::Finalize => {
-            let stamp = restore::finalize(paths)?;
-            Ok((json!({ "pre_restore_snapshot": stamp }), 0))
+            let done = restore::finalize(paths)?;
+            Ok((to_value(&done), 0))
         }
         Command::Prune {
             dry_run,
@@ -260,6 +245,7 @@ fn dispatch(paths: &Paths, command: Command) -> Result<(Value, u8)> {
             )?;
             Ok((to_value(&r), 0))
         }
+        Command::Delete { stamp } => Ok((to_value(&prune::delete(paths, &stamp)?), 0)),
         Command::Init => {
             let r = init::init(paths)?;
             let code = r.exit_code();
@@ -274,7 +260,7 @@ fn dispatch(paths: &Paths, command: Command) -> Result<(Value, u8)> {
                     include_chroma: true,
                     ..BackupOptions::default()
                 },
-                Hooks::default(),
+                BackupHooks::default(),
             )?;
             let stamp = Stamp::parse(&meta.stamp)?;
             let check = validate::validate(&demo, &stamp)?;
@@ -292,12 +278,12 @@ fn dispatch(paths: &Paths, command: Command) -> Result<(Value, u8)> {
                 code,
             ))
         }
-        Command::Offsite(cli) => crate::offsite::run(paths, cli),
+        Command::Offsite(cli) => atocore_restore_job::offsite::run(paths, cli),
     }
 }
 
 /// Print the JSON document on stdout. A closed pipe is not an error.
-pub fn print(v: &Value) {
+pub(crate) fn print(v: &Value) {
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let _ = serde_json::to_writer_pretty(&mut out, v);
     let _ = out.write_all(b"\n");

@@ -1,6 +1,6 @@
 //! Settings shared by every component: the storage root and the four paths below it.
 //!
-//! [`StorageArgs`] is the clap surface (flags with environment mirrors, CONTRACT §0);
+//! [`StorageArgs`] is the clap surface (flags with environment mirrors, docs/design.md §1);
 //! [`Paths`] is the validated result that everything else takes.
 
 use std::path::{Path, PathBuf};
@@ -47,6 +47,31 @@ pub struct RetentionArgs {
     /// Keep the newest snapshot of each of this many most recent months that have one.
     #[arg(long, env = "ATOCORE_KEEP_MONTHLY", default_value_t = 6, global = true)]
     pub keep_monthly: u32,
+    /// The chroma series: keep the newest snapshot with chroma of each of this many
+    /// most recent days that have one.
+    #[arg(
+        long,
+        env = "ATOCORE_KEEP_CHROMA_DAILY",
+        default_value_t = 7,
+        global = true
+    )]
+    pub keep_chroma_daily: u32,
+    /// The chroma series, by ISO week.
+    #[arg(
+        long,
+        env = "ATOCORE_KEEP_CHROMA_WEEKLY",
+        default_value_t = 4,
+        global = true
+    )]
+    pub keep_chroma_weekly: u32,
+    /// The chroma series, by month.
+    #[arg(
+        long,
+        env = "ATOCORE_KEEP_CHROMA_MONTHLY",
+        default_value_t = 6,
+        global = true
+    )]
+    pub keep_chroma_monthly: u32,
     /// Keep `pre-restore` and `drill` snapshots at least this many days.
     #[arg(
         long,
@@ -64,6 +89,9 @@ impl Default for RetentionArgs {
             keep_daily: p.daily,
             keep_weekly: p.weekly,
             keep_monthly: p.monthly,
+            keep_chroma_daily: p.chroma_daily,
+            keep_chroma_weekly: p.chroma_weekly,
+            keep_chroma_monthly: p.chroma_monthly,
             keep_special_days: p.special_days,
         }
     }
@@ -75,6 +103,9 @@ impl From<&RetentionArgs> for Policy {
             daily: a.keep_daily,
             weekly: a.keep_weekly,
             monthly: a.keep_monthly,
+            chroma_daily: a.keep_chroma_daily,
+            chroma_weekly: a.keep_chroma_weekly,
+            chroma_monthly: a.keep_chroma_monthly,
             special_days: a.keep_special_days,
         }
     }

@@ -3,7 +3,7 @@
 //!
 //! The backup pins a read snapshot on the source connection (`BEGIN` + one read) before
 //! stepping, so commits made meanwhile stay out of view and `sqlite3_backup_step` never
-//! restarts (TECH-NOTES: a plain step-wise backup never finishes under a steady writer).
+//! restarts (docs/design.md §2: a plain step-wise backup never finishes under a steady writer).
 //! The copy is therefore exactly the database as of the moment the snapshot was pinned,
 //! including everything committed before it.
 
@@ -204,8 +204,8 @@ pub fn check_file(path: &Path) -> (Vec<String>, Option<DbFacts>) {
     }
 }
 
-/// The files SQLite keeps beside a database.
-pub fn sidecar_files(db: &Path) -> [PathBuf; 3] {
+/// The files SQLite keeps beside a database: its `-wal`, `-shm` and `-journal`.
+pub fn wal_shm_and_journal(db: &Path) -> [PathBuf; 3] {
     let with = |suffix: &str| {
         let mut s = db.as_os_str().to_os_string();
         s.push(suffix);
@@ -223,7 +223,7 @@ const DB_LOCK_SPAN: i64 = 512;
 
 /// Whether another process has the database open, as far as its POSIX locks tell.
 pub fn open_elsewhere(db: &Path) -> Result<bool> {
-    let [_, shm, _] = sidecar_files(db);
+    let [_, shm, _] = wal_shm_and_journal(db);
     Ok(lock_held(&shm, SHM_DMS_BYTE, 1)? || lock_held(db, PENDING_BYTE, DB_LOCK_SPAN)?)
 }
 

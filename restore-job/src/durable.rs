@@ -14,6 +14,25 @@ use crate::error::{Error, Result};
 const COPY_BUF: usize = 1 << 20;
 const HOLE_BLOCK: usize = 4096;
 
+/// A file's mtime in nanoseconds since the epoch.
+pub(crate) fn mtime_ns(m: &fs::Metadata) -> i128 {
+    i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec())
+}
+
+/// A file's ctime (inode change time) in nanoseconds since the epoch.
+pub(crate) fn ctime_ns(m: &fs::Metadata) -> i128 {
+    i128::from(m.ctime()) * 1_000_000_000 + i128::from(m.ctime_nsec())
+}
+
+/// Remove a file; one that is not there is fine.
+pub(crate) fn remove_file_if_exists(p: &Path) -> Result<()> {
+    match fs::remove_file(p) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io("remove", p)(e)),
+    }
+}
+
 /// fsync a file or a folder by path.
 pub fn sync_path(path: &Path) -> Result<()> {
     File::open(path)

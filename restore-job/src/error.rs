@@ -1,8 +1,10 @@
 //! The crate's one error type.
 //!
 //! Rules, as in rustic_core: every public function returns [`Error`]; a message names
-//! the object it is about (a stamp, a path) and says what to do next. [`Error::exit_code`]
-//! maps each variant onto the CLI's exit-code table (0 ok, 1 ran and failed, 2 refused).
+//! the object it is about (a stamp, a path) and says what to do next. Each variant has
+//! one stable code ([`Error::code`]); the one table [`CODES`] maps every code onto the
+//! CLI's exit code (0 ok, 1 ran and failed, 2 refused) and the sidecar's HTTP status,
+//! so a code read back from a result file maps the same way as a live error.
 
 use std::path::PathBuf;
 
@@ -23,6 +25,12 @@ pub enum Error {
     )]
     UnknownStamp { stamp: String, dir: PathBuf },
 
+    /// `delete` of a snapshot that a pending or staged restore still needs.
+    #[error(
+        "refusing to delete `{stamp}`: {by} refers to it; let that restore run (or drop it) first, then try again"
+    )]
+    SnapshotInUse { stamp: String, by: String },
+
     /// Restore asked for without `--confirm-service-stopped`.
     #[error(
         "refusing to restore `{0}` without --confirm-service-stopped: stop atocore first (docker compose stop atocore), then add the flag"
@@ -40,6 +48,13 @@ pub enum Error {
         "another backup, restore or prune is running (it holds {0}); wait for it to finish and try again"
     )]
     Busy(PathBuf),
+
+    /// A restore is unfinished (its journal exists): the live files may be half
+    /// swapped, so no backup is taken of them until it is finished.
+    #[error(
+        "a restore is unfinished ({0} exists): the live files may be half swapped, so no snapshot is taken of them; finish it with `atocore-restore-job init` (or `docker compose up -d`, which runs it), then back up"
+    )]
+    RestorePending(PathBuf),
 
     /// Bad command-line or request input that is not about a stamp.
     #[error("{0}")]
@@ -154,20 +169,61 @@ pub enum Error {
     OffsiteUnknownStamp { stamp: String, target: String },
 }
 
+/// Every error code with its CLI exit code and HTTP status. Codes not listed (from
+/// newer or older versions) are failures: exit 1, HTTP 500.
+pub const CODES: &[(&str, u8, u16)] = &[
+    ("bad_stamp", 2, 400),
+    ("bad_request", 2, 400),
+    ("not_confirmed", 2, 400),
+    ("unknown_stamp", 2, 404),
+    ("snapshot_in_use", 2, 409),
+    ("busy", 2, 409),
+    ("database_in_use", 2, 409),
+    ("snapshot_invalid", 1, 422),
+    ("snapshot_damaged", 1, 422),
+    ("cancelled", 1, 503),
+    ("database_missing", 1, 500),
+    ("io_error", 1, 500),
+    ("sqlite_error", 1, 500),
+    ("json_error", 1, 500),
+    ("backup_timeout", 1, 500),
+    ("new_snapshot_invalid", 1, 500),
+    ("unsafe_entry", 1, 500),
+    ("restore_failed", 1, 500),
+    ("offsite_not_configured", 2, 400),
+    ("offsite_unknown_stamp", 2, 404),
+    ("offsite_unreachable", 1, 502),
+    ("offsite_denied", 1, 502),
+    ("offsite_object_missing", 1, 422),
+    ("offsite_object_damaged", 1, 422),
+    ("offsite_wrong_key", 1, 422),
+];
+
+/// The CLI exit code of an error code ([`CODES`]).
+pub fn exit_code_of(code: &str) -> u8 {
+    CODES
+        .iter()
+        .find(|(c, _, _)| *c == code)
+        .map_or(1, |(_, exit, _)| *exit)
+}
+
+/// The HTTP status of an error code ([`CODES`]).
+pub fn http_status_of(code: &str) -> u16 {
+    CODES
+        .iter()
+        .find(|(c, _, _)| *c == code)
+        .map_or(500, |(_, _, status)| *status)
+}
+
 impl Error {
     /// The CLI exit code: 2 for refusals and bad usage, 1 for operations that ran and failed.
     pub fn exit_code(&self) -> u8 {
-        match self {
-            Error::BadStamp(_)
-            | Error::UnknownStamp { .. }
-            | Error::NotConfirmed(_)
-            | Error::DatabaseInUse(_)
-            | Error::Busy(_)
-            | Error::Usage(_)
-            | Error::OffsiteNotConfigured(_)
-            | Error::OffsiteUnknownStamp { .. } => 2,
-            _ => 1,
-        }
+        exit_code_of(self.code())
+    }
+
+    /// The HTTP status the sidecar answers this error with.
+    pub fn http_status(&self) -> u16 {
+        http_status_of(self.code())
     }
 
     /// A stable machine-readable code for the JSON error document.
@@ -175,9 +231,10 @@ impl Error {
         match self {
             Error::BadStamp(_) => "bad_stamp",
             Error::UnknownStamp { .. } => "unknown_stamp",
+            Error::SnapshotInUse { .. } => "snapshot_in_use",
             Error::NotConfirmed(_) => "not_confirmed",
             Error::DatabaseInUse(_) => "database_in_use",
-            Error::Busy(_) => "busy",
+            Error::Busy(_) | Error::RestorePending(_) => "busy",
             Error::Usage(_) => "bad_request",
             Error::InvalidSnapshot { .. } => "snapshot_invalid",
             Error::DamagedSnapshot { .. } => "snapshot_damaged",
@@ -235,3 +292,95 @@ impl From<&Error> for ErrorBody {
 
 /// The crate's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_is_in_the_table_once() {
+        let p = std::path::PathBuf::from("/x");
+        let io = || std::io::Error::from(std::io::ErrorKind::NotFound);
+        let all = [
+            Error::BadStamp("x".into()),
+            Error::UnknownStamp {
+                stamp: "s".into(),
+                dir: p.clone(),
+            },
+            Error::SnapshotInUse {
+                stamp: "s".into(),
+                by: "b".into(),
+            },
+            Error::NotConfirmed("s".into()),
+            Error::DatabaseInUse(p.clone()),
+            Error::Busy(p.clone()),
+            Error::RestorePending(p.clone()),
+            Error::Usage("u".into()),
+            Error::InvalidSnapshot {
+                stamp: "s".into(),
+                codes: vec![],
+            },
+            Error::DamagedSnapshot {
+                stamp: "s".into(),
+                why: "w".into(),
+            },
+            Error::MissingDatabase(p.clone()),
+            Error::Io {
+                op: "read",
+                path: p.clone(),
+                source: io(),
+            },
+            Error::BackupTimeout {
+                path: p.clone(),
+                secs: 1,
+            },
+            Error::Cancelled("x"),
+            Error::NewSnapshotInvalid(vec![]),
+            Error::UnsafeEntry {
+                path: p.clone(),
+                why: "w".into(),
+            },
+            Error::RestoreFailed {
+                stamp: "s".into(),
+                why: "w".into(),
+            },
+            Error::OffsiteNotConfigured("x".into()),
+            Error::OffsiteUnreachable {
+                target: "t".into(),
+                why: "w".into(),
+            },
+            Error::OffsiteDenied {
+                target: "t".into(),
+                why: "w".into(),
+            },
+            Error::OffsiteObjectMissing {
+                object: "o".into(),
+                target: "t".into(),
+            },
+            Error::OffsiteObjectDamaged {
+                object: "o".into(),
+                why: "w".into(),
+            },
+            Error::OffsiteWrongKey { object: "o".into() },
+            Error::OffsiteUnknownStamp {
+                stamp: "s".into(),
+                target: "t".into(),
+            },
+        ];
+        for e in &all {
+            let n = CODES.iter().filter(|(c, _, _)| *c == e.code()).count();
+            assert_eq!(n, 1, "{} must be in CODES once", e.code());
+        }
+        let mut codes: Vec<&str> = CODES.iter().map(|(c, _, _)| *c).collect();
+        codes.sort();
+        codes.dedup();
+        assert_eq!(codes.len(), CODES.len(), "a code listed twice");
+        assert_eq!(Error::RestorePending(p.clone()).exit_code(), 2);
+        assert_eq!(Error::RestorePending(p).http_status(), 409);
+        assert_eq!(exit_code_of("from_a_newer_version"), 1);
+        assert_eq!(http_status_of("snapshot_damaged"), 422);
+        assert_eq!(Error::OffsiteNotConfigured("x".into()).exit_code(), 2);
+        assert_eq!(exit_code_of("offsite_unknown_stamp"), 2);
+        assert_eq!(exit_code_of("offsite_object_damaged"), 1);
+    }
+}

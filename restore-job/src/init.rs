@@ -1,4 +1,4 @@
-//! The init-job mode (CONTRACT §4) and the restore request files it reads.
+//! The init-job mode (docs/design.md §1) and the restore request files it reads.
 //!
 //! Files on the backups volume, in `<backup_dir>/restore/`:
 //! - `request.json`: written by the sidecar (or an operator) to ask for a restore;
@@ -17,38 +17,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Paths;
 use crate::durable::{self, BackupLock};
-use crate::error::{Error, ErrorBody, Result};
+use crate::error::{ErrorBody, Result};
+use crate::layout::result_path;
 use crate::restore::{self, ChromaChoice, RestoreOptions, RestoreReport};
 
-/// A request to restore, as written to `request.json`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RestoreRequest {
-    /// Chosen by the writer; copied into the result so it can match the two.
-    pub request_id: String,
-    pub stamp: String,
-    /// `null`: chroma when the snapshot has it; `true`: force; `false`: leave it alone.
-    #[serde(default)]
-    pub include_chroma: Option<bool>,
-    /// Take a pre-restore snapshot first (default true).
-    #[serde(default = "yes")]
-    pub pre_snapshot: bool,
-    /// Leave the pre-restore snapshot to be made by `restore::finalize` once the
-    /// service is back (the sidecar does this to keep downtime short); default false.
-    #[serde(default)]
-    pub defer_pre_snapshot: bool,
-    /// The writer fully validated the snapshot just before (see
-    /// [`RestoreOptions::prevalidated`]); default false.
-    #[serde(default)]
-    pub prevalidated: bool,
-    #[serde(default)]
-    pub requested_at: Option<String>,
-    #[serde(default)]
-    pub requested_by: Option<String>,
-}
-
-fn yes() -> bool {
-    true
-}
+pub use crate::control::{RestoreRequest, pending_request, withdraw_request, write_request};
+pub use crate::layout::request_path;
 
 /// What `init` wrote to `result.json`: the restore's report (the same fields as the
 /// CLI's `restore` output) with the request it answers.
@@ -71,6 +45,12 @@ pub struct InitReport {
     pub recovered: Option<RestoreReport>,
     /// A pre-restore snapshot left pending by an earlier restore, made by this run.
     pub finalized_pre_restore_snapshot: Option<String>,
+    /// Folders that keep a set-aside live state no snapshot could be made of.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pre_restore_kept: Vec<PathBuf>,
+    /// What went wrong without stopping the init job (atocore may start).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
     /// The request performed, if any.
     pub request: Option<RestoreRequest>,
     pub result: Option<RestoreResult>,
@@ -83,42 +63,9 @@ impl InitReport {
     }
 }
 
-pub fn request_path(paths: &Paths) -> PathBuf {
-    paths.restore_dir().join("request.json")
-}
-
-pub fn result_path(paths: &Paths) -> PathBuf {
-    paths.restore_dir().join("result.json")
-}
-
-/// The pending request, if any.
-pub fn pending_request(paths: &Paths) -> Result<Option<RestoreRequest>> {
-    durable::read_json(&request_path(paths))
-}
-
 /// The last result written by `init`, if any.
 pub fn last_result(paths: &Paths) -> Result<Option<RestoreResult>> {
     durable::read_json(&result_path(paths))
-}
-
-/// Write a request for the next `init` run. Refused while another one is pending.
-pub fn write_request(paths: &Paths, req: &RestoreRequest) -> Result<()> {
-    crate::Stamp::parse(&req.stamp)?;
-    durable::create_dir_all(&paths.restore_dir())?;
-    if pending_request(paths)?.is_some() {
-        return Err(Error::Busy(request_path(paths)));
-    }
-    durable::write_json_atomic(&request_path(paths), req)
-}
-
-/// Remove a request that will not be acted on (e.g. the orchestrator gave up before
-/// starting the job). Absent is fine.
-pub fn withdraw_request(paths: &Paths) -> Result<()> {
-    match std::fs::remove_file(request_path(paths)) {
-        Ok(()) => durable::sync_path(&paths.restore_dir()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(Error::io("remove", request_path(paths))(e)),
-    }
 }
 
 /// The init-job mode: finish an interrupted restore, then act on a pending request.
@@ -127,6 +74,8 @@ pub fn init(paths: &Paths) -> Result<InitReport> {
         mode: "init",
         recovered: None,
         finalized_pre_restore_snapshot: None,
+        pre_restore_kept: Vec::new(),
+        warnings: Vec::new(),
         request: None,
         result: None,
     };
@@ -137,10 +86,24 @@ pub fn init(paths: &Paths) -> Result<InitReport> {
         if journal.is_some() || aside.is_some() {
             let _lock = BackupLock::acquire(&paths.backup_dir)?;
             if let Some(j) = journal {
-                report.recovered = Some(restore::finish(paths, j)?);
+                report.recovered = Some(restore::resume(paths, j)?);
             }
             // The orchestrator that should have made the pre-restore snapshot is gone.
-            report.finalized_pre_restore_snapshot = restore::finalize_locked(paths)?;
+            // Whatever happens to that snapshot, it never keeps atocore from starting:
+            // the restored data is in place and the old state is kept, not deleted.
+            match restore::finalize_locked(paths) {
+                Ok(f) => {
+                    report.finalized_pre_restore_snapshot = f.pre_restore_snapshot;
+                    report.pre_restore_kept = f.kept;
+                    report.warnings.extend(f.warnings);
+                }
+                Err(e) => {
+                    tracing::error!(cause = %e, "the pending pre-restore snapshot could not be finished; atocore may start, run `atocore-restore-job finalize` later");
+                    report
+                        .warnings
+                        .push(format!("pre_restore_snapshot_pending: {e}"));
+                }
+            }
         }
         return Ok(report);
     }

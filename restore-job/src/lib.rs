@@ -4,31 +4,40 @@
 //! that a busy writer cannot livelock, the project registry, and, when asked, an
 //! incremental copy of the Chroma store), checks them (manifest hashes, integrity and
 //! row counts), applies retention, and restores them crash-safely into bind-mounted
-//! volumes. The sidecar calls this library; the CLI (`cli`) is a thin layer over it.
+//! volumes. The sidecar calls this library; the binary's command line is a thin layer
+//! over it.
 //!
-//! Layout: one concept per module — [`config`] (paths and settings), [`stamp`],
-//! [`metadata`], [`manifest`], [`db`] (SQLite), [`chroma`] (the vector store tree),
-//! [`snapshot`] (backup, list), [`validate`], [`retention`] (the policy), [`prune`],
-//! [`restore`] (with its journal), [`init`] (the init-job mode and request files),
-//! [`durable`] (fsync, atomic writes, the backups lock), [`sample`] (a demo install),
-//! [`offsite`] (encrypted, deduplicated replication to S3 or a folder).
+//! Layout, one concept per module, dependencies running one way:
+//! - basics: [`error`] (the one error type and the code table), [`stamp`], `durable`
+//!   (fsync, atomic writes, the backups lock), `faults` (test crash points);
+//! - formats: [`layout`] (every file name), [`metadata`], `manifest`, `db` (SQLite),
+//!   `chroma` (the vector store tree), `control` (a restore's request, journal and
+//!   aside records);
+//! - [`validate`] and [`snapshot`] (backup, list);
+//! - [`restore`] (stage, set aside, swap in, verify, finalize);
+//! - [`init`] (the init-job mode) and [`prune`] (with [`retention`], the policy);
+//! - [`config`] (paths and settings), [`logging`], [`sample`] (a demo install);
+//! - [`offsite`] (encrypted, deduplicated replication to S3 or a folder, and back).
 //!
 //! ```no_run
-//! use atocore_restore_job::{snapshot, Paths, BackupOptions, Hooks};
+//! use atocore_restore_job::{snapshot, Paths, BackupOptions, BackupHooks};
 //! let paths = Paths::from_root("/srv/storage/atocore");
-//! let meta = snapshot::backup(&paths, &BackupOptions::default(), Hooks::default())?;
+//! let meta = snapshot::backup(&paths, &BackupOptions::default(), BackupHooks::default())?;
 //! println!("{}", meta.stamp);
 //! # Ok::<(), atocore_restore_job::Error>(())
 //! ```
 
-pub mod chroma;
-pub mod cli;
+pub(crate) mod chroma;
 pub mod config;
-pub mod db;
-pub mod durable;
+pub(crate) mod control;
+pub(crate) mod db;
+pub(crate) mod durable;
 pub mod error;
+pub(crate) mod faults;
 pub mod init;
-pub mod manifest;
+pub mod layout;
+pub mod logging;
+pub(crate) mod manifest;
 pub mod metadata;
 pub mod offsite;
 pub mod prune;
@@ -40,10 +49,12 @@ pub mod stamp;
 pub mod validate;
 
 pub use config::{Paths, RetentionArgs, StorageArgs};
+pub use db::open_immutable;
+pub use durable::BackupLock;
 pub use error::{Error, ErrorBody, Result};
 pub use metadata::{Kind, Metadata};
 pub use restore::{ChromaChoice, RestoreOptions, RestoreReport};
 pub use retention::Policy;
-pub use snapshot::{BackupOptions, Hooks, ListReport, Quiesce};
+pub use snapshot::{BackupHooks, BackupOptions, ListReport, Quiesce};
 pub use stamp::Stamp;
 pub use validate::ValidationReport;

@@ -1,15 +1,20 @@
 //! `backup-metadata.json`: the Python-era fields every reader must accept, plus the
-//! fields this engine adds (all optional when reading, always written).
+//! fields this engine adds (always written).
+//!
+//! Reading is lenient, so snapshots made by the old Python service count like any
+//! other: every field may be missing (and a Python-era one `null`); a missing `stamp` is
+//! the folder's name; an empty `registry_snapshot_path` or `chroma_snapshot_path` means
+//! "none". The paths in the file name the folder on the host that wrote it: nothing
+//! reads through them, files are always read relative to the snapshot folder.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::error::Result;
+use crate::layout::METADATA_FILE;
 
-/// File name of the metadata inside a snapshot folder.
-pub const METADATA_FILE: &str = "backup-metadata.json";
 /// The snapshot format this engine writes.
 pub const FORMAT_VERSION: u32 = 2;
 
@@ -54,15 +59,18 @@ impl std::str::FromStr for Kind {
     }
 }
 
-/// Name and version of the tool that wrote a snapshot.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Name and version of the tool that wrote a snapshot (informative: missing parts read
+/// as empty).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Tool {
     pub name: String,
     pub version: String,
 }
 
-/// Where the snapshot came from.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Where the snapshot came from (informative: missing parts read as empty).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Source {
     pub storage_root: String,
     pub db_path: String,
@@ -84,16 +92,23 @@ pub struct FileAttrs {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Metadata {
     // --- Python-era fields ---
+    /// Absent in Python-era files: [`read`] fills it from the folder's name.
+    #[serde(default, deserialize_with = "null_as_default")]
     pub stamp: String,
+    #[serde(default, deserialize_with = "null_as_default")]
     pub created_at: String,
+    #[serde(default, deserialize_with = "null_as_default")]
     pub backup_root: String,
+    #[serde(default, deserialize_with = "null_as_default")]
     pub db_snapshot_path: String,
+    /// 0 when the file does not say (the size is then not checked).
+    #[serde(default, deserialize_with = "null_as_default")]
     pub db_size_bytes: u64,
     #[serde(default)]
     pub registry_snapshot_path: Option<String>,
     #[serde(default)]
     pub chroma_snapshot_path: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub include_chroma: bool,
     // --- added by this engine ---
     #[serde(default)]
@@ -129,8 +144,15 @@ pub struct Metadata {
     pub db_file: Option<FileAttrs>,
     #[serde(default)]
     pub registry_file: Option<FileAttrs>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub warnings: Vec<String>,
+    /// `false` when some chroma file kept changing while it was copied (or vanished
+    /// before it could be copied); the paths are in `chroma_changed_paths`. Null
+    /// without chroma.
+    #[serde(default)]
+    pub chroma_consistent: Option<bool>,
+    #[serde(default)]
+    pub chroma_changed_paths: Option<Vec<String>>,
     /// Fields written by other versions are kept as they are.
     #[serde(flatten)]
     pub extra: BTreeMap<String, serde_json::Value>,
@@ -142,14 +164,21 @@ impl Metadata {
         self.kind.unwrap_or(Kind::Manual)
     }
 
-    /// Whether the snapshot should hold a registry copy.
+    /// Whether the snapshot should hold a registry copy (`null`, `""` or absent: no).
     pub fn has_registry(&self) -> bool {
-        self.registry_snapshot_path.is_some()
+        self.registry_snapshot_path
+            .as_deref()
+            .is_some_and(|p| !p.is_empty())
     }
 
-    /// Whether the snapshot should hold a chroma copy.
+    /// Whether the snapshot should hold a chroma copy (`include_chroma`, or a non-empty
+    /// `chroma_snapshot_path`).
     pub fn has_chroma(&self) -> bool {
-        self.include_chroma || self.chroma_snapshot_path.is_some()
+        self.include_chroma
+            || self
+                .chroma_snapshot_path
+                .as_deref()
+                .is_some_and(|p| !p.is_empty())
     }
 
     /// Bytes the snapshot accounts for (database plus chroma).
@@ -158,9 +187,26 @@ impl Metadata {
     }
 }
 
-/// Read the metadata of a snapshot folder. `Ok(None)` when the file is missing.
+/// `null` reads as the type's default (Python wrote `null` for fields it had no value for).
+fn null_as_default<'de, D, T>(d: D) -> std::result::Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
+/// Read the metadata of a snapshot folder. `Ok(None)` when the file is missing. A
+/// missing `stamp` (Python-era files) is the folder's name.
 pub fn read(dir: &Path) -> Result<Option<Metadata>> {
-    crate::durable::read_json(&dir.join(METADATA_FILE))
+    let mut meta: Option<Metadata> = crate::durable::read_json(&dir.join(METADATA_FILE))?;
+    if let Some(m) = meta.as_mut()
+        && m.stamp.is_empty()
+        && let Some(name) = dir.file_name()
+    {
+        m.stamp = name.to_string_lossy().into_owned();
+    }
+    Ok(meta)
 }
 
 #[cfg(test)]
@@ -179,5 +225,49 @@ mod tests {
         assert!(!m.has_chroma() && !m.has_registry());
         let back = serde_json::to_value(&m).unwrap();
         assert_eq!(back["stamp"], "20260101T060000Z");
+    }
+
+    #[test]
+    fn python_metadata_without_stamp_reads_with_the_folder_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let snap = dir.path().join("20260101T060000Z");
+        std::fs::create_dir(&snap).unwrap();
+        std::fs::write(
+            snap.join(METADATA_FILE),
+            r#"{"created_at":"2026-01-01T06:00:00+00:00",
+            "backup_root":"/srv/storage/atocore/backups/snapshots/20260101T060000Z",
+            "db_snapshot_path":"/srv/storage/atocore/backups/snapshots/20260101T060000Z/db/atocore.db",
+            "db_size_bytes":4096,"registry_snapshot_path":null,"chroma_snapshot_path":"",
+            "include_chroma":false}"#,
+        )
+        .unwrap();
+        let m = read(&snap).unwrap().unwrap();
+        assert_eq!(m.stamp, "20260101T060000Z");
+        assert_eq!(m.db_size_bytes, 4096);
+        assert!(
+            !m.has_chroma(),
+            "an empty chroma_snapshot_path is no chroma"
+        );
+        assert!(!m.has_registry());
+    }
+
+    #[test]
+    fn every_field_may_be_missing_or_null() {
+        let m: Metadata = serde_json::from_str("{}").unwrap();
+        assert!(m.stamp.is_empty() && !m.has_chroma() && m.db_size_bytes == 0);
+        let m: Metadata = serde_json::from_str(
+            r#"{"stamp":null,"created_at":null,"backup_root":null,"db_snapshot_path":null,
+            "db_size_bytes":null,"include_chroma":null,"warnings":null}"#,
+        )
+        .unwrap();
+        assert!(!m.has_chroma() && m.warnings.is_empty());
+        let m: Metadata =
+            serde_json::from_str(r#"{"include_chroma":true,"chroma_snapshot_path":null}"#).unwrap();
+        assert!(m.has_chroma());
+        let m: Metadata = serde_json::from_str(r#"{"chroma_snapshot_path":"/x/chroma"}"#).unwrap();
+        assert!(m.has_chroma());
+        let m: Metadata =
+            serde_json::from_str(r#"{"tool":{"name":"x"},"source":{"hostname":"h"}}"#).unwrap();
+        assert_eq!(m.source.unwrap().hostname, "h");
     }
 }

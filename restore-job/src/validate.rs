@@ -18,10 +18,21 @@ use crate::config::Paths;
 use crate::db;
 use crate::durable;
 use crate::error::Result;
-use crate::manifest::{self, MANIFEST_FILE};
-use crate::metadata::{self, METADATA_FILE, Metadata};
-use crate::snapshot::{CHROMA_REL, DB_REL, REGISTRY_REL};
+use crate::layout::MANIFEST_FILE;
+use crate::layout::METADATA_FILE;
+use crate::layout::{CHROMA_REL, DB_REL, REGISTRY_REL};
+use crate::manifest;
+use crate::metadata::{self, Metadata};
 use crate::stamp::Stamp;
+
+/// The error code of a snapshot folder that is a symlink: refused everywhere (`list`,
+/// `validate`, `restore`, `prune`), never read or deleted through.
+pub const SNAPSHOT_IS_SYMLINK: &str = "snapshot_is_symlink";
+
+/// Whether `dir` is a symlink (not followed).
+fn is_symlink(dir: &Path) -> bool {
+    fs::symlink_metadata(dir).is_ok_and(|m| m.file_type().is_symlink())
+}
 
 /// The body of `validate`.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -48,6 +59,9 @@ pub fn validate_dir(dir: &Path, stamp: &str) -> ValidationReport {
         errors,
         warnings,
     };
+    if is_symlink(dir) {
+        return report(vec![SNAPSHOT_IS_SYMLINK.into()], warnings);
+    }
     if !dir.is_dir() {
         return report(vec!["snapshot_missing".into()], warnings);
     }
@@ -128,17 +142,10 @@ pub fn validate_dir(dir: &Path, stamp: &str) -> ValidationReport {
         }
         if m.has_chroma() {
             let cdir = dir.join(CHROMA_REL);
-            if !cdir.is_dir() {
+            if !fs::symlink_metadata(&cdir).is_ok_and(|c| c.is_dir()) {
                 errors.push("chroma_snapshot_missing".into());
-            } else if m.format_version.is_some() {
-                match durable::read_json::<Index>(&dir.join(chroma::INDEX_FILE)) {
-                    Ok(Some(index)) => {
-                        if let Ok(diffs) = chroma::differences(&cdir, &index) {
-                            errors.extend(diffs.into_iter().map(|d| format!("chroma_tree_{d}")));
-                        }
-                    }
-                    _ => errors.push("chroma_index_invalid".into()),
-                }
+            } else {
+                errors.extend(check_chroma(dir, &cdir, m.format_version.is_some()));
             }
             if m.chroma_quiesced == Some(false) {
                 warnings.push("chroma_not_quiesced".into());
@@ -161,6 +168,26 @@ pub fn validate_dir(dir: &Path, stamp: &str) -> ValidationReport {
     report(errors, warnings)
 }
 
+/// The chroma copy against its index: the index is safe to restore (plain paths,
+/// nothing below a link, links resolving inside the tree) and the tree equals it.
+/// A snapshot without an index (Python era) has nothing to compare with.
+fn check_chroma(dir: &Path, cdir: &Path, index_required: bool) -> Vec<String> {
+    let index = match durable::read_json::<Index>(&dir.join(crate::layout::INDEX_FILE)) {
+        Ok(Some(index)) => index,
+        Ok(None) if !index_required => return Vec::new(),
+        _ => return vec!["chroma_index_invalid".into()],
+    };
+    let mut errors: Vec<String> = chroma::index_problems(&index)
+        .into_iter()
+        .map(|(p, _)| format!("chroma_index_unsafe:{p}"))
+        .collect();
+    match chroma::differences(cdir, &index) {
+        Ok(diffs) => errors.extend(diffs.into_iter().map(|d| format!("chroma_tree_{d}"))),
+        Err(_) => errors.push("chroma_tree_unreadable:.".into()),
+    }
+    errors
+}
+
 /// Every listed file must exist with its hash; every file present must be listed.
 fn check_manifest(dir: &Path, m: &manifest::Manifest) -> (Vec<String>, Vec<String>) {
     let mut errors = Vec::new();
@@ -177,7 +204,13 @@ fn check_manifest(dir: &Path, m: &manifest::Manifest) -> (Vec<String>, Vec<Strin
         }
     }
     let listed: BTreeSet<&str> = m.keys().map(String::as_str).collect();
-    for rel in files_below(dir) {
+    let (files, unreadable) = files_below(dir);
+    errors.extend(
+        unreadable
+            .into_iter()
+            .map(|rel| format!("snapshot_tree_unreadable:{rel}")),
+    );
+    for rel in files {
         if rel == MANIFEST_FILE || rel == METADATA_FILE || listed.contains(rel.as_str()) {
             continue;
         }
@@ -203,36 +236,55 @@ fn is_inspection_leftover(dir: &Path, rel: &str) -> bool {
                 .unwrap_or(false))
 }
 
-/// Relative paths of the regular files below `dir`.
-fn files_below(dir: &Path) -> Vec<String> {
+/// Relative paths of the regular files below `dir`, and of the folders that could not
+/// be listed (a file there would go unnoticed, so the caller fails on them).
+fn files_below(dir: &Path) -> (Vec<String>, Vec<String>) {
     let mut out = Vec::new();
+    let mut unreadable = Vec::new();
+    let rel_of = |p: &Path| {
+        p.strip_prefix(dir)
+            .ok()
+            .map(|r| r.to_string_lossy().into_owned())
+            .filter(|r| !r.is_empty())
+            .unwrap_or_else(|| ".".into())
+    };
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
-        let Ok(rd) = fs::read_dir(&d) else { continue };
-        for e in rd.flatten() {
-            let Ok(ft) = e.file_type() else { continue };
+        let entries: std::io::Result<Vec<fs::DirEntry>> =
+            fs::read_dir(&d).and_then(|rd| rd.collect());
+        let Ok(entries) = entries else {
+            unreadable.push(rel_of(&d));
+            continue;
+        };
+        for e in entries {
+            let Ok(ft) = e.file_type() else {
+                unreadable.push(rel_of(&e.path()));
+                continue;
+            };
             if ft.is_dir() {
                 stack.push(e.path());
-            } else if ft.is_file()
-                && let Ok(rel) = e.path().strip_prefix(dir)
-            {
-                out.push(rel.to_string_lossy().into_owned());
+            } else if ft.is_file() {
+                out.push(rel_of(&e.path()));
             }
         }
     }
-    out
+    (out, unreadable)
 }
 
-/// Structural check used by `list` and `prune`: metadata parses, the database is
-/// there with its recorded size, the registry and chroma copies are there when listed.
+/// Structural check used by `list` and `prune`: the folder is not a symlink, metadata
+/// parses, the database is there with its recorded size (when the metadata records one),
+/// the registry and chroma copies are there when listed.
 pub(crate) fn quick(dir: &Path) -> (Option<Metadata>, Vec<String>) {
+    if is_symlink(dir) {
+        return (None, vec![SNAPSHOT_IS_SYMLINK.into()]);
+    }
     let meta = match metadata::read(dir) {
         Ok(Some(m)) => m,
         _ => return (None, vec!["metadata_invalid_json".into()]),
     };
     let mut errors = Vec::new();
     match fs::metadata(dir.join(DB_REL)) {
-        Ok(m) if m.len() == meta.db_size_bytes => {}
+        Ok(m) if meta.db_size_bytes == 0 || m.len() == meta.db_size_bytes => {}
         Ok(_) => errors.push(format!("manifest_mismatch:{DB_REL}")),
         Err(_) => errors.push("db_snapshot_missing".into()),
     }

@@ -109,6 +109,9 @@ fn missing_database_is_an_error_that_says_what_to_check() {
 #[test]
 fn chroma_snapshot_is_incremental_with_hard_links() {
     let i = Install::new();
+    // Files written moments before a snapshot's scan are "racily clean" and are never
+    // linked from it: let the sample's files settle first.
+    std::thread::sleep(Duration::from_millis(2500));
     let first = i.backup(&["--include-chroma"]);
     assert_eq!(first["chroma_linked_files"], 0);
     // Change one segment file; the rest stay identical.
@@ -192,7 +195,7 @@ fn backup_under_a_concurrent_writer_is_consistent_and_complete() {
     );
     let stamp = m["stamp"].as_str().unwrap();
     let snap_db = i.snapshot_dir(stamp).join("db/atocore.db");
-    let max_id: i64 = atocore_restore_job::db::open_immutable(&snap_db)
+    let max_id: i64 = atocore_restore_job::open_immutable(&snap_db)
         .unwrap()
         .query_row("SELECT max(id) FROM memories", [], |r| r.get(0))
         .unwrap();

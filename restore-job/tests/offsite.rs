@@ -227,7 +227,7 @@ fn write_random(path: &Path, len: usize) {
 
 /// Every row of both tables, as text.
 fn rows(db: &Path) -> Vec<String> {
-    let c = atocore_restore_job::db::open_immutable(db).unwrap();
+    let c = atocore_restore_job::open_immutable(db).unwrap();
     let mut out = Vec::new();
     for table in ["memories", "interactions"] {
         let mut st = c
@@ -245,9 +245,14 @@ fn rows(db: &Path) -> Vec<String> {
     out
 }
 
-/// What the live install holds: database rows, the chroma tree, the registry.
+/// What the live install holds: database rows, the chroma tree (without the restore's
+/// own staging folder), the registry.
 fn live_state(p: &Paths) -> (Vec<String>, Tree, Vec<u8>) {
-    (rows(&p.db), tree(&p.chroma), fs::read(&p.registry).unwrap())
+    let chroma = tree(&p.chroma)
+        .into_iter()
+        .filter(|(k, _)| !k.starts_with(".atocore-restore"))
+        .collect();
+    (rows(&p.db), chroma, fs::read(&p.registry).unwrap())
 }
 
 /// (files, bytes) below `dir`.
@@ -317,10 +322,28 @@ fn round_trip(old: &Site, on_new_host: bool) {
     assert_eq!(local["backups"][0]["valid"], true);
     assert_eq!(site.ok(&["validate", &stamp])["valid"], true);
 
-    let restored = site.ok(&["restore", &stamp, "--confirm-service-stopped"]);
+    // On a new host there is nothing to keep: the documented command skips the
+    // pre-restore snapshot and leaves nothing behind.
+    let restore: &[&str] = if on_new_host {
+        &[
+            "restore",
+            &stamp,
+            "--confirm-service-stopped",
+            "--no-pre-snapshot",
+        ]
+    } else {
+        &["restore", &stamp, "--confirm-service-stopped"]
+    };
+    let restored = site.ok(restore);
     assert_eq!(restored["restored_integrity_ok"], true, "{restored}");
     assert_eq!(restored["chroma_restored"], true);
-    assert_eq!(live_state(site.paths()), original);
+    if on_new_host {
+        assert!(!site.paths().chroma.join(".atocore-restore").exists());
+    }
+    let (rows_now, chroma_now, registry_now) = live_state(site.paths());
+    assert!(rows_now == original.0, "database rows differ");
+    assert_eq!(chroma_now, original.1, "chroma trees differ");
+    assert!(registry_now == original.2, "registry differs");
 
     // The new host carries on with the same repository: fetch kept the repository
     // key, so the next push needs no identity and uploads only what changed.
@@ -871,6 +894,12 @@ fn remote_prune_keeps_what_kept_snapshots_need() {
         "--keep-weekly",
         "0",
         "--keep-monthly",
+        "0",
+        "--keep-chroma-daily",
+        "0",
+        "--keep-chroma-weekly",
+        "0",
+        "--keep-chroma-monthly",
         "0",
     ]);
     assert_eq!(

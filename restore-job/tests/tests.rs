@@ -3,9 +3,12 @@
 mod util;
 
 mod backup;
+mod chroma_integrity;
 mod crash;
+mod legacy;
 mod mounts;
 mod offsite;
 mod prune;
 mod restore;
+mod safety;
 mod validate;

@@ -97,7 +97,7 @@ impl Install {
 /// Rows of `table`, reading the file without writing anything beside it (snapshot
 /// files must stay as they are).
 pub fn count_rows(db: &Path, table: &str) -> i64 {
-    let c = atocore_restore_job::db::open_immutable(db).unwrap();
+    let c = atocore_restore_job::open_immutable(db).unwrap();
     c.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
         .unwrap()
 }

@@ -142,14 +142,33 @@ fn path_like_and_malformed_stamps_are_refused_with_exit_2() {
 }
 
 #[test]
-fn unknown_stamp_validates_as_missing_and_restore_refuses() {
+fn unknown_stamp_is_refused_by_validate_and_restore_as_usage() {
     let i = Install::new();
+    i.backup(&[]);
+    let before = storage_tree(i.root());
+    let snapshots = i.root().join("backups/snapshots");
+    let message = format!(
+        "no snapshot `20200101T000000Z` in {}; run `atocore-restore-job list` to see the stamps there",
+        snapshots.display()
+    );
     let v = i.run(&["validate", "20200101T000000Z"]);
-    assert_eq!(v.code, 1);
-    assert_eq!(v.json["errors"], serde_json::json!(["snapshot_missing"]));
+    assert_eq!(v.code, 2, "{}", v.stdout);
+    assert_eq!(
+        v.json,
+        serde_json::json!({"error": "unknown_stamp", "message": message})
+    );
+    assert_eq!(
+        v.stdout,
+        format!(
+            "{{\n  \"error\": \"unknown_stamp\",\n  \"message\": {}\n}}\n",
+            serde_json::to_string(&message).unwrap()
+        )
+    );
+    assert!(v.stderr.contains(&message), "{}", v.stderr);
     let r = i.run(&["restore", "20200101T000000Z", "--confirm-service-stopped"]);
     assert_eq!(r.code, 2);
     assert_eq!(r.json["error"], "unknown_stamp");
+    assert_eq!(storage_tree(i.root()), before);
 }
 
 #[test]

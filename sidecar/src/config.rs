@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use atocore_restore_job::cli::LogFormat;
+use atocore_restore_job::logging::LogFormat;
 use atocore_restore_job::{Paths, Policy, RetentionArgs, StorageArgs};
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -85,8 +85,21 @@ pub struct Arguments {
         global = true
     )]
     pub chroma_schedule: String,
-    /// Run no scheduled snapshots at all (the API still works).
-    #[arg(long, env = "ATOCORE_SIDECAR_NO_SCHEDULE", global = true)]
+    /// Run no scheduled snapshots at all (the API still works). `--no-schedule` alone is
+    /// true; as a value (`--no-schedule=no`, or the env mirror) 1/0, true/false, yes/no
+    /// and on/off are accepted, as env files write them.
+    #[arg(
+        long,
+        env = "ATOCORE_SIDECAR_NO_SCHEDULE",
+        global = true,
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        require_equals = true,
+        default_value = "false",
+        default_missing_value = "true",
+        value_name = "BOOL",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
     pub no_schedule: bool,
     /// What to do at start when a scheduled snapshot was missed while the sidecar was down.
     #[arg(long, env = "ATOCORE_MISSED_RUN", value_enum, default_value_t = MissedRun::CatchUp, global = true)]
@@ -380,6 +393,21 @@ mod tests {
         assert_eq!(c.restore_container, "atocore-restore-job");
         assert_eq!(c.stale_after, Duration::from_secs(26 * 3600));
         assert!(c.schedule.is_some());
+        assert_eq!(c.policy, Policy::default());
+    }
+
+    #[test]
+    fn the_scheduled_prune_uses_both_retention_series() {
+        let c = parse(&["--keep-chroma-monthly", "12", "--keep-chroma-daily", "3"]).unwrap();
+        assert_eq!(
+            (
+                c.policy.chroma_daily,
+                c.policy.chroma_weekly,
+                c.policy.chroma_monthly
+            ),
+            (3, 4, 12)
+        );
+        assert_eq!((c.policy.daily, c.policy.monthly), (7, 6));
     }
 
     #[test]

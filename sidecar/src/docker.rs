@@ -1,6 +1,6 @@
 //! The sidecar's only door to the Docker Engine, and its allowlist.
 //!
-//! Calls (CONTRACT §4), nothing else: `GET /_ping`, `GET /version`, and on the two named
+//! Calls (the allowlist of docs/design.md §1), nothing else: `GET /_ping`, `GET /version`, and on the two named
 //! containers only ([`Target`]: `ATOCORE_CONTAINER`, `ATOCORE_RESTORE_CONTAINER`)
 //! `GET /containers/<name>/json` (inspect), `POST .../stop`, `.../start`, `.../pause`,
 //! `.../unpause`, `.../wait`, `GET .../logs`. A container name never comes from a

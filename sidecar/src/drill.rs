@@ -1,6 +1,6 @@
 //! The live restore drill (`POST /admin/drill`) and its history (`GET /admin/drill`).
 //!
-//! The drill (CONTRACT §4) proves on the live system that a restore brings data back:
+//! The drill (docs/design.md §1) proves on the live system that a restore brings data back:
 //! 1. a snapshot with chroma (`kind: drill`; atocore paused for the chroma copy);
 //! 2. a marker memory `DRILL-MARKER-<id>` (project `drill`) through atocore's
 //!    `POST /memory`, seen in `GET /memory?project=drill`;
@@ -24,8 +24,8 @@ use serde_json::{Value, json};
 
 use crate::atocore;
 use crate::error::{Error, Result};
-use crate::operation::{self, Gate};
-use crate::orchestrator;
+use crate::operation;
+use crate::orchestrator::{self, RestoreFailure};
 use crate::state::State;
 use crate::summary::DRILLS_FILE;
 
@@ -95,8 +95,8 @@ pub struct DrillHistory {
 
 /// Run the drill (takes the gate; runs as its own task, like a restore).
 pub async fn run(state: &Arc<State>) -> Result<DrillRecord> {
-    let guard = Gate::try_begin(state, "drill")?;
-    orchestrator::preflight(state).await?;
+    let guard = state.begin("drill")?;
+    crate::containers::preflight(state).await?;
     let st = Arc::clone(state);
     state
         .tasks
@@ -217,9 +217,9 @@ async fn steps(state: &Arc<State>, r: &mut DrillRecord) -> std::result::Result<(
     // 3. The restore.
     let stamp = Stamp::parse(&meta.stamp).map_err(|e| e.to_string())?;
     let resp = match orchestrator::orchestrate(state, &stamp, None, true).await {
-        Ok(Ok(resp)) => resp,
-        Ok(Err(failed)) => {
-            let resp = failed.response;
+        Ok(resp) => resp,
+        Err(RestoreFailure::Failed { response, .. }) => {
+            let resp = *response;
             r.checks.restore_ok = Some(false);
             r.downtime_ms = resp.downtime_ms;
             r.rolled_back = resp.rolled_back;
@@ -230,13 +230,13 @@ async fn steps(state: &Arc<State>, r: &mut DrillRecord) -> std::result::Result<(
                 resp.message.unwrap_or_default()
             ));
         }
-        Err(e) => {
+        Err(RestoreFailure::Refused(e)) => {
             r.checks.restore_ok = Some(false);
             return Err(format!("the restore was refused: {e}"));
         }
     };
-    r.checks.restore_ok = Some(resp.restored_integrity_ok && resp.healthy);
-    r.pre_restore_snapshot = resp.pre_restore_snapshot.clone();
+    r.checks.restore_ok = Some(resp.restore.restored_integrity_ok && resp.healthy);
+    r.pre_restore_snapshot = resp.restore.pre_restore_snapshot.clone();
     r.downtime_ms = resp.downtime_ms;
     r.build_sha_before = resp.build_sha_before.clone();
     r.build_sha_after = resp.build_sha_after.clone();

@@ -114,18 +114,9 @@ impl Error {
     /// The HTTP status of the contract for this error.
     pub fn status(&self) -> StatusCode {
         match self {
-            Error::Engine(e) => match e {
-                Engine::BadStamp(_) | Engine::Usage(_) | Engine::NotConfirmed(_) => {
-                    StatusCode::BAD_REQUEST
-                }
-                Engine::UnknownStamp { .. } => StatusCode::NOT_FOUND,
-                Engine::Busy(_) | Engine::DatabaseInUse(_) => StatusCode::CONFLICT,
-                Engine::InvalidSnapshot { .. } | Engine::DamagedSnapshot { .. } => {
-                    StatusCode::UNPROCESSABLE_ENTITY
-                }
-                Engine::Cancelled(_) => StatusCode::SERVICE_UNAVAILABLE,
-                _ => StatusCode::INTERNAL_SERVER_ERROR,
-            },
+            Error::Engine(e) => {
+                StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+            }
             Error::Config(_) | Error::BadRequest { .. } => StatusCode::BAD_REQUEST,
             Error::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Error::NotFound { .. } => StatusCode::NOT_FOUND,

@@ -11,7 +11,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::docker::Reachability;
-use crate::operation::Running;
+use crate::gate::Running;
 use crate::state::State;
 use crate::summary::Summary;
 

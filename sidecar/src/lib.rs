@@ -10,7 +10,8 @@
 //! operation at a time, logged and counted), [`schedule`] (cron times, missed runs),
 //! [`health`], [`metrics`], [`summary`] (cached view of the snapshots for both),
 //! [`docker`] (the Docker allowlist), [`quiesce`] (pause atocore for chroma copies),
-//! [`orchestrator`] (restore), [`drill`], [`atocore`] (atocore's HTTP API),
+//! [`orchestrator`] (restore, one method per step), [`containers`] (its container
+//! steps), [`leftover`] (an orphaned pre-restore snapshot), [`drill`], [`atocore`] (atocore's HTTP API),
 //! [`shutdown`] (signals, forced clean-up), [`healthcheck`] (the probe subcommand),
 //! [`logging`], [`state`], [`error`] (the one error type).
 //!
@@ -34,12 +35,15 @@
 pub mod atocore;
 pub mod auth;
 pub mod config;
+pub mod containers;
 pub mod docker;
 pub mod drill;
 pub mod error;
+pub mod gate;
 pub mod health;
 pub mod healthcheck;
 pub mod json;
+pub mod leftover;
 pub mod logging;
 pub mod metrics;
 pub mod operation;
@@ -47,6 +51,7 @@ pub mod orchestrator;
 pub mod quiesce;
 pub mod routes;
 pub mod schedule;
+pub mod scheduler;
 pub mod server;
 pub mod shutdown;
 pub mod state;

@@ -2,9 +2,9 @@
 //! says), filtered by `ATOCORE_LOG` (default `info`). Same setup as the restore job, so
 //! both components' lines parse the same way.
 
-pub use atocore_restore_job::cli::LogFormat;
+pub use atocore_restore_job::logging::LogFormat;
 
 /// Install the global subscriber (call once, from `main`).
 pub fn init(format: LogFormat) {
-    atocore_restore_job::cli::init_logging(format);
+    atocore_restore_job::logging::init_logging(format);
 }

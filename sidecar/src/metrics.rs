@@ -1,16 +1,21 @@
-//! `/metrics`: Prometheus text exposition (format 0.0.4).
+//! `/metrics`: the OpenMetrics text exposition, encoded by `prometheus-client`.
 //!
 //! Per-snapshot facts come from the disk ([`Summary`]), so they survive restarts;
 //! counters (failures, prunes, restores) live in memory since the sidecar started.
 //! The full list with meanings is in docs/sidecar.md.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use atocore_restore_job::Kind;
 use chrono::{DateTime, Utc};
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 use serde_json::Value;
 
 use crate::summary::Summary;
@@ -101,231 +106,182 @@ impl Metrics {
         });
     }
 
-    /// The exposition text.
+    /// The exposition text (OpenMetrics), encoded by `prometheus-client` from a
+    /// registry built for this scrape: most values are read from disk at scrape time.
     pub fn render(&self, s: &Scrape<'_>) -> String {
         let c = self.with(|c| c.clone());
         let sum = s.summary;
-        let mut o = String::with_capacity(4096);
         let ts = |t: DateTime<Utc>| t.timestamp_millis() as f64 / 1000.0;
         let age = |t: DateTime<Utc>| (s.now - t).num_milliseconds().max(0) as f64 / 1000.0;
+        let flag = |b: bool| i64::from(b);
+        let mut r = Exposition::default();
 
-        family(
-            &mut o,
+        r.int_gauge_family(
             "atocore_sidecar_info",
-            "gauge",
-            "Sidecar version (value is always 1).",
+            "Sidecar version (value is always 1)",
+            [(vec![("version", env!("CARGO_PKG_VERSION").to_string())], 1)],
         );
-        let _ = writeln!(
-            o,
-            "atocore_sidecar_info{{version=\"{}\"}} 1",
-            env!("CARGO_PKG_VERSION")
-        );
-        gauge(
-            &mut o,
+        r.int_gauge(
             "atocore_sidecar_docker_up",
-            "1 when the Docker Engine answered the last ping.",
-            s.docker_up as u8 as f64,
+            "1 when the Docker Engine answered the last ping",
+            flag(s.docker_up),
         );
-        gauge(
-            &mut o,
+        r.int_gauge(
             "atocore_sidecar_operation_running",
-            "1 while a backup, prune, restore or drill runs.",
-            s.operation_running.is_some() as u8 as f64,
+            "1 while a backup, prune, restore or drill runs",
+            flag(s.operation_running.is_some()),
         );
-        gauge(
-            &mut o,
+        r.int_gauge(
             "atocore_sidecar_atocore_paused",
-            "1 while the sidecar holds the atocore container paused.",
-            s.paused as u8 as f64,
+            "1 while the sidecar holds the atocore container paused",
+            flag(s.paused),
         );
         if let Some(n) = s.next_run {
-            gauge(
-                &mut o,
+            r.gauge(
                 "atocore_backup_next_scheduled_timestamp_seconds",
-                "When the next scheduled snapshot is due.",
+                "When the next scheduled snapshot is due",
                 ts(n),
             );
         }
 
-        family(
-            &mut o,
+        let by_kind = |f: &dyn Fn(&crate::summary::Snap) -> Option<f64>| {
+            sum.by_kind
+                .iter()
+                .filter_map(|(kind, snap)| f(snap).map(|v| (vec![("kind", kind.to_string())], v)))
+                .collect::<Vec<_>>()
+        };
+        r.gauge_family(
             "atocore_backup_last_success_timestamp_seconds",
-            "gauge",
-            "When the newest published snapshot of each kind finished.",
+            "When the newest published snapshot of each kind finished",
+            by_kind(&|snap| Some(ts(snap.finished))),
         );
-        for (kind, snap) in &sum.by_kind {
-            let _ = writeln!(
-                o,
-                "atocore_backup_last_success_timestamp_seconds{{kind=\"{kind}\"}} {}",
-                ts(snap.finished)
-            );
-        }
-        family(
-            &mut o,
+        r.gauge_family(
             "atocore_backup_last_duration_seconds",
-            "gauge",
-            "How long the newest published snapshot of each kind took.",
+            "How long the newest published snapshot of each kind took",
+            by_kind(&|snap| snap.duration_ms.map(|ms| ms as f64 / 1000.0)),
         );
-        for (kind, snap) in &sum.by_kind {
-            if let Some(ms) = snap.duration_ms {
-                let _ = writeln!(
-                    o,
-                    "atocore_backup_last_duration_seconds{{kind=\"{kind}\"}} {}",
-                    ms as f64 / 1000.0
-                );
-            }
-        }
-        family(
-            &mut o,
-            "atocore_backups_total",
-            "counter",
-            "Snapshots this sidecar published since it started, by kind.",
+        let per_kind = |m: &BTreeMap<&'static str, u64>| {
+            KINDS
+                .iter()
+                .map(|k| {
+                    (
+                        vec![("kind", k.as_str().to_string())],
+                        m.get(k.as_str()).copied().unwrap_or(0),
+                    )
+                })
+                .collect::<Vec<_>>()
+        };
+        r.counter_family(
+            "atocore_backups",
+            "Snapshots this sidecar published since it started, by kind",
+            per_kind(&c.backups),
         );
-        for k in KINDS {
-            let _ = writeln!(
-                o,
-                "atocore_backups_total{{kind=\"{}\"}} {}",
-                k.as_str(),
-                c.backups.get(k.as_str()).copied().unwrap_or(0)
-            );
-        }
-        family(
-            &mut o,
-            "atocore_backup_failures_total",
-            "counter",
-            "Snapshots that failed or were cancelled since the sidecar started, by kind.",
+        r.counter_family(
+            "atocore_backup_failures",
+            "Snapshots that failed or were cancelled since the sidecar started, by kind",
+            per_kind(&c.backup_failures),
         );
-        for k in KINDS {
-            let _ = writeln!(
-                o,
-                "atocore_backup_failures_total{{kind=\"{}\"}} {}",
-                k.as_str(),
-                c.backup_failures.get(k.as_str()).copied().unwrap_or(0)
-            );
-        }
 
-        gauge(
-            &mut o,
-            "atocore_snapshots",
-            "Published snapshots.",
-            sum.count as f64,
-        );
-        gauge(
-            &mut o,
+        r.int_gauge("atocore_snapshots", "Published snapshots", sum.count as i64);
+        r.int_gauge(
             "atocore_snapshots_invalid",
-            "Published snapshots that fail the structural check.",
-            sum.invalid as f64,
+            "Published snapshots that fail the structural check",
+            sum.invalid as i64,
         );
-        gauge(
-            &mut o,
+        r.int_gauge(
             "atocore_snapshots_bytes",
-            "Database plus chroma bytes recorded in all snapshots (shared chroma files counted in each).",
-            sum.bytes as f64,
+            "Database plus chroma bytes recorded in all snapshots (shared chroma files counted in each)",
+            i64::try_from(sum.bytes).unwrap_or(i64::MAX),
         );
         if let Some(x) = &sum.oldest {
-            gauge(
-                &mut o,
+            r.gauge(
                 "atocore_snapshot_oldest_age_seconds",
-                "Age of the oldest snapshot.",
+                "Age of the oldest snapshot",
                 age(x.taken),
             );
         }
         if let Some(x) = &sum.newest {
-            gauge(
-                &mut o,
+            r.gauge(
                 "atocore_snapshot_newest_age_seconds",
-                "Age of the newest snapshot.",
+                "Age of the newest snapshot",
                 age(x.taken),
             );
         }
         if let Some(x) = &sum.newest_valid {
-            gauge(
-                &mut o,
+            r.gauge(
                 "atocore_snapshot_newest_valid_age_seconds",
-                "Age of the newest snapshot not known to be broken.",
+                "Age of the newest snapshot not known to be broken",
                 age(x.taken),
             );
         }
-        gauge(
-            &mut o,
+        r.int_gauge(
             "atocore_snapshots_list_error",
-            "1 when the snapshots folder could not be listed.",
-            sum.error.is_some() as u8 as f64,
+            "1 when the snapshots folder could not be listed",
+            flag(sum.error.is_some()),
         );
 
-        counter(
-            &mut o,
-            "atocore_prune_runs_total",
-            "Retention runs since the sidecar started.",
-            c.prunes as f64,
+        r.counter(
+            "atocore_prune_runs",
+            "Retention runs since the sidecar started",
+            c.prunes,
         );
-        counter(
-            &mut o,
-            "atocore_prune_failures_total",
-            "Failed retention runs since the sidecar started.",
-            c.prune_failures as f64,
+        r.counter(
+            "atocore_prune_failures",
+            "Failed retention runs since the sidecar started",
+            c.prune_failures,
         );
-        counter(
-            &mut o,
-            "atocore_pruned_snapshots_total",
-            "Snapshots deleted by retention since the sidecar started.",
-            c.pruned_snapshots as f64,
+        r.counter(
+            "atocore_pruned_snapshots",
+            "Snapshots deleted by retention since the sidecar started",
+            c.pruned_snapshots,
         );
         if let Some(t) = c.last_prune {
-            gauge(
-                &mut o,
+            r.gauge(
                 "atocore_prune_last_success_timestamp_seconds",
-                "When retention last ran successfully.",
+                "When retention last ran successfully",
                 ts(t),
             );
         }
 
-        counter(
-            &mut o,
-            "atocore_restores_total",
-            "Orchestrated restores that ended healthy since the sidecar started.",
-            c.restores as f64,
+        r.counter(
+            "atocore_restores",
+            "Orchestrated restores that ended healthy since the sidecar started",
+            c.restores,
         );
-        counter(
-            &mut o,
-            "atocore_restore_failures_total",
-            "Orchestrated restores that failed since the sidecar started.",
-            c.restore_failures as f64,
+        r.counter(
+            "atocore_restore_failures",
+            "Orchestrated restores that failed since the sidecar started",
+            c.restore_failures,
         );
-        counter(
-            &mut o,
-            "atocore_restore_rollbacks_total",
-            "Restores rolled back to their pre-restore snapshot.",
-            c.rollbacks as f64,
+        r.counter(
+            "atocore_restore_rollbacks",
+            "Restores rolled back to their pre-restore snapshot",
+            c.rollbacks,
         );
         if let Some(ms) = c.last_restore_downtime_ms {
-            gauge(
-                &mut o,
+            r.gauge(
                 "atocore_restore_last_downtime_seconds",
-                "atocore's downtime during the last restore.",
+                "atocore's downtime during the last restore",
                 ms as f64 / 1000.0,
             );
         }
 
-        counter(
-            &mut o,
-            "atocore_drills_total",
-            "Drills run since the sidecar started.",
-            c.drills as f64,
+        r.counter(
+            "atocore_drills",
+            "Drills run since the sidecar started",
+            c.drills,
         );
-        counter(
-            &mut o,
-            "atocore_drill_failures_total",
-            "Drills that failed since the sidecar started.",
-            c.drill_failures as f64,
+        r.counter(
+            "atocore_drill_failures",
+            "Drills that failed since the sidecar started",
+            c.drill_failures,
         );
         if let Some(d) = &sum.last_drill {
             let passed = d.get("passed").and_then(Value::as_bool).unwrap_or(false);
-            gauge(
-                &mut o,
+            r.int_gauge(
                 "atocore_drill_last_passed",
-                "1 when the last recorded drill passed.",
-                passed as u8 as f64,
+                "1 when the last recorded drill passed",
+                flag(passed),
             );
             if let Some(t) = d
                 .get("finished_at")
@@ -333,37 +289,97 @@ impl Metrics {
                 .and_then(|v| DateTime::parse_from_rfc3339(v).ok())
             {
                 let t = t.with_timezone(&Utc);
-                gauge(
-                    &mut o,
+                r.gauge(
                     "atocore_drill_last_timestamp_seconds",
-                    "When the last recorded drill finished.",
+                    "When the last recorded drill finished",
                     ts(t),
                 );
-                gauge(
-                    &mut o,
+                r.gauge(
                     "atocore_drill_last_age_seconds",
-                    "Age of the last recorded drill.",
+                    "Age of the last recorded drill",
                     age(t),
                 );
             }
         }
-        o
+        r.encode()
     }
 }
 
-fn family(o: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(o, "# HELP {name} {help}");
-    let _ = writeln!(o, "# TYPE {name} {kind}");
-}
+/// The content type of [`Metrics::render`]'s text.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-fn gauge(o: &mut String, name: &str, help: &str, v: f64) {
-    family(o, name, "gauge", help);
-    let _ = writeln!(o, "{name} {v}");
-}
+type Labels = Vec<(&'static str, String)>;
+type FloatGauge = Gauge<f64, AtomicU64>;
 
-fn counter(o: &mut String, name: &str, help: &str, v: f64) {
-    family(o, name, "counter", help);
-    let _ = writeln!(o, "{name} {v}");
+/// A registry filled for one scrape.
+#[derive(Default)]
+struct Exposition(Registry);
+
+impl Exposition {
+    fn int_gauge(&mut self, name: &str, help: &str, v: i64) {
+        let g = Gauge::<i64>::default();
+        g.set(v);
+        self.0.register(name, help, g);
+    }
+
+    fn gauge(&mut self, name: &str, help: &str, v: f64) {
+        let g = FloatGauge::default();
+        g.set(v);
+        self.0.register(name, help, g);
+    }
+
+    fn int_gauge_family(
+        &mut self,
+        name: &str,
+        help: &str,
+        samples: impl IntoIterator<Item = (Labels, i64)>,
+    ) {
+        let f = Family::<Labels, Gauge<i64>>::default();
+        for (labels, v) in samples {
+            f.get_or_create(&labels).set(v);
+        }
+        self.0.register(name, help, f);
+    }
+
+    fn gauge_family(
+        &mut self,
+        name: &str,
+        help: &str,
+        samples: impl IntoIterator<Item = (Labels, f64)>,
+    ) {
+        let f = Family::<Labels, FloatGauge>::default();
+        for (labels, v) in samples {
+            f.get_or_create(&labels).set(v);
+        }
+        self.0.register(name, help, f);
+    }
+
+    /// A counter: the sample is named `<name>_total`.
+    fn counter(&mut self, name: &str, help: &str, v: u64) {
+        let c = Counter::<u64>::default();
+        c.inc_by(v);
+        self.0.register(name, help, c);
+    }
+
+    fn counter_family(
+        &mut self,
+        name: &str,
+        help: &str,
+        samples: impl IntoIterator<Item = (Labels, u64)>,
+    ) {
+        let f = Family::<Labels, Counter<u64>>::default();
+        for (labels, v) in samples {
+            f.get_or_create(&labels).inc_by(v);
+        }
+        self.0.register(name, help, f);
+    }
+
+    fn encode(self) -> String {
+        let mut out = String::with_capacity(4096);
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &self.0);
+        out
+    }
 }
 
 #[cfg(test)]
@@ -392,5 +408,20 @@ mod tests {
             assert!(!name.is_empty());
             value.parse::<f64>().unwrap();
         }
+        // Counters are typed by family name, sampled as `_total`; the text ends in EOF.
+        assert!(
+            text.contains("# TYPE atocore_backup_failures counter\n"),
+            "{text}"
+        );
+        assert!(text.contains("atocore_sidecar_docker_up 0\n"), "{text}");
+        assert!(text.contains("atocore_snapshots 0\n"), "{text}");
+        assert!(text.ends_with("# EOF\n"), "{text}");
+        assert!(
+            text.contains(&format!(
+                "atocore_sidecar_info{{version=\"{}\"}} 1\n",
+                env!("CARGO_PKG_VERSION")
+            )),
+            "{text}"
+        );
     }
 }

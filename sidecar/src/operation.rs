@@ -2,81 +2,25 @@
 //! blocking thread, each logged as one line with its outcome and duration and counted
 //! in the metrics.
 //!
-//! The [`Gate`] admits one operation; a second one gets [`Error::Busy`] (409). The
+//! The [`crate::gate`] admits one operation; a second one gets a 409. The
 //! engine's flock adds the same guarantee across processes (a CLI backup in another
 //! container also gives 409). Reads (list, validate, health, metrics) never wait on it.
 //! The gate is held by the blocking task itself, so a client that hangs up does not
 //! free it before the work is really done.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use atocore_restore_job::prune::PruneReport;
-use atocore_restore_job::{BackupOptions, Hooks, Kind, Metadata, Quiesce, prune, snapshot};
-use chrono::{DateTime, SecondsFormat, Utc};
-use serde::Serialize;
+use atocore_restore_job::{BackupHooks, BackupOptions, Kind, Metadata, Quiesce, prune, snapshot};
+use chrono::{DateTime, Utc};
 use tokio::runtime::Handle;
 
 use crate::atocore;
 use crate::error::{Error, Result};
+use crate::gate::GateGuard;
 use crate::quiesce::DockerQuiesce;
 use crate::state::State;
-
-/// The operation that holds the gate.
-#[derive(Debug, Clone, Serialize)]
-pub struct Running {
-    pub operation: &'static str,
-    pub started_at: String,
-    #[serde(skip)]
-    pub since: Instant,
-}
-
-/// Admits one mutating operation at a time.
-#[derive(Debug, Default)]
-pub struct Gate(Mutex<Option<Running>>);
-
-/// Holds the gate; dropping it lets the next operation in.
-#[derive(Debug)]
-pub struct GateGuard {
-    state: Arc<State>,
-}
-
-impl Drop for GateGuard {
-    fn drop(&mut self) {
-        *self.state.gate.0.lock().unwrap_or_else(|p| p.into_inner()) = None;
-    }
-}
-
-impl Gate {
-    /// Take the gate for `operation`, or say what holds it.
-    pub fn try_begin(state: &Arc<State>, operation: &'static str) -> Result<GateGuard> {
-        if state.shutdown.is_cancelled() {
-            return Err(Error::ShuttingDown);
-        }
-        let mut slot = state.gate.0.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(r) = slot.as_ref() {
-            return Err(Error::Busy(format!(
-                "a {} is running (started {} s ago, at {}); wait for it to finish and try again",
-                r.operation,
-                r.since.elapsed().as_secs(),
-                r.started_at
-            )));
-        }
-        *slot = Some(Running {
-            operation,
-            started_at: Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true),
-            since: Instant::now(),
-        });
-        Ok(GateGuard {
-            state: Arc::clone(state),
-        })
-    }
-
-    /// The operation running now, if any.
-    pub fn running(&self) -> Option<Running> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-}
 
 /// Run `work` on a tracked blocking thread while holding `guard`.
 pub(crate) async fn blocking<T: Send + 'static>(
@@ -98,7 +42,7 @@ pub(crate) async fn blocking<T: Send + 'static>(
 /// Take a snapshot now (kind `manual`, `scheduled` or `drill`), with atocore paused for
 /// the chroma copy. Returns the published, validated metadata.
 pub async fn backup(state: &Arc<State>, include_chroma: bool, kind: Kind) -> Result<Metadata> {
-    let guard = Gate::try_begin(state, "backup")?;
+    let guard = state.begin("backup")?;
     backup_with(state, Some(guard), include_chroma, kind).await
 }
 
@@ -126,7 +70,7 @@ pub(crate) async fn backup_with(
                 timeout: st.config.backup_timeout,
                 ..BackupOptions::default()
             },
-            Hooks {
+            BackupHooks {
                 quiesce: quiesce.as_mut().map(|q| q as &mut dyn Quiesce),
                 keep_going: &keep_going,
             },
@@ -188,7 +132,7 @@ fn log_backup(
 
 /// Apply retention now (`dry_run`: only report).
 pub async fn prune(state: &Arc<State>, dry_run: bool) -> Result<PruneReport> {
-    let guard = Gate::try_begin(state, "prune")?;
+    let guard = state.begin("prune")?;
     prune_with(state, Some(guard), dry_run, Utc::now()).await
 }
 

@@ -1,4 +1,4 @@
-//! `POST /admin/restore`: the orchestrated restore (CONTRACT §4).
+//! `POST /admin/restore`: the orchestrated restore (docs/design.md §1, docs/sidecar.md).
 //!
 //! The sidecar has the Docker socket but not the job of touching live files; the
 //! restore-job container (same volumes, no socket, created by compose as the init job)
@@ -32,21 +32,27 @@
 //!
 //! The orchestration runs as a tracked task of its own: a client that hangs up does not
 //! stop it halfway. Once atocore is stopped it runs to the end even during shutdown.
+//!
+//! A [`RestoreRun`] holds one restore's state and has one method per step; the answer
+//! is `Result<`[`RestoreResponse`]`, `[`RestoreFailure`]`>`: a refusal before anything
+//! changed, or a failure after atocore was touched, with the response that says what
+//! happened. The container steps are in [`crate::containers`]; the loop that finishes an
+//! orphaned pre-restore snapshot is [`crate::leftover`].
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use atocore_restore_job::init::{self, RestoreRequest, RestoreResult};
-use atocore_restore_job::restore::{self, ChromaChoice};
+use atocore_restore_job::restore::{self, ChromaChoice, RestoreReport};
 use atocore_restore_job::{ErrorBody, Stamp};
 use chrono::{SecondsFormat, Utc};
+use hyper::StatusCode;
 use serde::{Deserialize, Serialize};
 
-use crate::atocore;
+use crate::containers::{blocking, build_sha, preflight, run_job, start_and_wait};
 use crate::docker::Target;
 use crate::error::{CLI_RESTORE, Error, Result};
-use crate::operation::{self, Gate};
 use crate::state::State;
 
 /// Body of `POST /admin/restore`.
@@ -66,20 +72,15 @@ fn yes() -> bool {
     true
 }
 
-/// The answer of `POST /admin/restore`: the restore fields of the CLI plus the
-/// orchestration's own. On failure `error` and `message` are set too (the contract's
-/// error shape), and the HTTP status says what kind of failure it was.
+/// The answer of `POST /admin/restore`: the engine's restore report (the CLI's fields,
+/// flattened; its `duration_ms` is the whole call here) plus the orchestration's own.
+/// On failure `error` and `message` are set (the contract's error shape), and the HTTP
+/// status says what kind of failure it was.
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct RestoreResponse {
-    pub stamp: String,
-    pub pre_restore_snapshot: Option<String>,
-    pub db_restored: bool,
-    pub registry_restored: bool,
-    pub chroma_restored: bool,
-    pub restored_integrity_ok: bool,
-    pub dry_run: bool,
-    /// The whole call, validation and staging included.
-    pub duration_ms: u64,
+    /// The restore job's report. Its own `error` is always moved to `error`/`message`.
+    #[serde(flatten)]
+    pub restore: RestoreReport,
     /// From the moment atocore was asked to stop until it was healthy again (or gave up).
     pub downtime_ms: Option<u64>,
     pub healthy: bool,
@@ -88,14 +89,10 @@ pub struct RestoreResponse {
     pub build_sha_after: Option<String>,
     /// The restore-job's own duration, from its result.
     pub restore_job_ms: Option<u64>,
-    /// Staging had been done while atocore still ran.
-    pub staged_ahead: bool,
     pub request_id: String,
     /// The rollback's restore, when there was one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rollback: Option<Rollback>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub warnings: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -113,21 +110,37 @@ pub struct Rollback {
     pub error: Option<String>,
 }
 
-/// Why a restore failed after it started, with the response to send.
+/// Why an orchestrated restore did not succeed.
 #[derive(Debug)]
-pub struct Failed {
-    pub status: hyper::StatusCode,
-    pub response: RestoreResponse,
+pub enum RestoreFailure {
+    /// Refused before anything changed (bad input, Docker, an invalid snapshot, busy).
+    Refused(Error),
+    /// Failed after atocore was stopped; the response says what was done about it.
+    Failed {
+        status: StatusCode,
+        response: Box<RestoreResponse>,
+    },
 }
 
-/// An orchestrated restore: either the response, or a refusal before anything changed
-/// (`Err`), or a failure after atocore was touched (`Ok(Err(Failed))`).
-pub type Outcome = Result<std::result::Result<RestoreResponse, Failed>>;
+impl From<Error> for RestoreFailure {
+    fn from(e: Error) -> Self {
+        RestoreFailure::Refused(e)
+    }
+}
+
+impl From<atocore_restore_job::Error> for RestoreFailure {
+    fn from(e: atocore_restore_job::Error) -> Self {
+        RestoreFailure::Refused(e.into())
+    }
+}
 
 /// `POST /admin/restore`: take the gate, then run [`orchestrate`] as its own task.
-pub async fn restore(state: &Arc<State>, body: RestoreBody) -> Outcome {
+pub async fn restore(
+    state: &Arc<State>,
+    body: RestoreBody,
+) -> std::result::Result<RestoreResponse, RestoreFailure> {
     let stamp = Stamp::parse(&body.stamp)?;
-    let guard = Gate::try_begin(state, "restore")?;
+    let guard = state.begin("restore")?;
     let st = Arc::clone(state);
     state
         .tasks
@@ -137,6 +150,23 @@ pub async fn restore(state: &Arc<State>, body: RestoreBody) -> Outcome {
         })
         .await
         .map_err(|e| Error::Internal(format!("the restore task stopped: {e}")))?
+}
+
+/// Run an orchestrated restore of `stamp` (the caller holds the gate).
+pub async fn orchestrate(
+    state: &Arc<State>,
+    stamp: &Stamp,
+    include_chroma: Option<bool>,
+    pre_snapshot: bool,
+) -> std::result::Result<RestoreResponse, RestoreFailure> {
+    let mut run = RestoreRun::new(state, stamp, include_chroma, pre_snapshot);
+    run.stage().await?;
+    let req = run.write_request().await?;
+    run.stop_atocore().await?;
+    run.run_job(&req).await?;
+    run.start_atocore().await?;
+    run.finalize().await;
+    Ok(run.finish())
 }
 
 static SEQ: AtomicU64 = AtomicU64::new(0);
@@ -150,668 +180,467 @@ fn request_id() -> String {
     )
 }
 
-/// Check Docker and both containers; 503 with the CLI route when it cannot work.
-pub(crate) async fn preflight(state: &State) -> Result<()> {
-    let d = &state.docker;
-    d.ping().await?;
-    for t in [Target::Atocore, Target::RestoreJob] {
-        match d.inspect(t).await {
-            Ok(s) if t == Target::RestoreJob && s.running => {
-                return Err(Error::Busy(format!(
-                    "the restore-job container `{}` is running already (an init run or another restore); wait for it to exit",
-                    d.name(t)
-                )));
-            }
-            Ok(_) => {}
-            Err(Error::Docker { status: 404, .. }) => {
-                return Err(Error::Unavailable(format!(
-                    "there is no container `{}` (set {}); `docker compose up -d` creates both containers. Or restore by hand: {CLI_RESTORE}",
-                    d.name(t),
-                    match t {
-                        Target::Atocore => "ATOCORE_CONTAINER",
-                        Target::RestoreJob => "ATOCORE_RESTORE_CONTAINER",
-                    }
-                )));
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
-/// How often the sidecar looks for a restore whose orchestrator died.
-const LEFTOVER_CHECK_INTERVAL: Duration = Duration::from_secs(5);
-
-/// A restore whose orchestrator died (the sidecar was killed after writing its request,
-/// and `docker compose up` let the init job perform it, possibly after this sidecar had
-/// started) leaves the live state it moved aside with nobody to make the pre-restore
-/// snapshot of it. Until shutdown, look for that every few seconds (three small file
-/// reads) and make the snapshot; atocore may run meanwhile (only the aside copy is
-/// read). The sidecar's own restores hold the operation gate until they have made
-/// theirs, so a free gate with an aside copy pending means an orphan.
-pub async fn finish_leftover_pre_restore(state: Arc<State>) {
-    loop {
-        if leftover_pending(&state).await {
-            finish_leftover(&state).await;
-        }
-        tokio::select! {
-            _ = state.shutdown.cancelled() => return,
-            _ = tokio::time::sleep(LEFTOVER_CHECK_INTERVAL) => {}
-        }
-    }
-}
-
-async fn leftover_pending(state: &Arc<State>) -> bool {
-    let p = state.config.paths.clone();
-    blocking(state, "check for a leftover restore", move || {
-        Ok(restore::pending_aside(&p)?.is_some()
-            && restore::pending_journal(&p)?.is_none()
-            && init::pending_request(&p)?.is_none())
-    })
-    .await
-    .unwrap_or(false)
-}
-
-async fn finish_leftover(state: &Arc<State>) {
-    let Ok(_gate) = crate::operation::Gate::try_begin(state, "pre-restore snapshot") else {
-        return;
-    };
-    // Checked again under the gate: a restore of this sidecar may just have finished.
-    if !leftover_pending(state).await {
-        return;
-    }
-    let p = state.config.paths.clone();
-    match blocking(state, "finalize", move || Ok(restore::finalize(&p)?)).await {
-        Ok(stamp) => tracing::warn!(
-            snapshot = ?stamp,
-            "made the pre-restore snapshot an interrupted restore left pending"
-        ),
-        Err(e) => tracing::error!(
-            cause = %e,
-            "could not make the pending pre-restore snapshot; run `atocore-restore-job finalize`"
-        ),
-    }
-}
-
-async fn blocking<T: Send + 'static>(
-    state: &Arc<State>,
-    what: &'static str,
-    f: impl FnOnce() -> Result<T> + Send + 'static,
-) -> Result<T> {
-    operation::blocking(state, None, what, f).await
-}
-
-async fn build_sha(state: &Arc<State>) -> Option<String> {
-    let url = state.config.atocore_url.clone();
-    blocking(state, "build_sha", move || Ok(atocore::build_sha(&url)))
-        .await
-        .ok()
-        .flatten()
-}
-
-/// Run an orchestrated restore of `stamp` (the caller holds the gate).
-pub async fn orchestrate(
-    state: &Arc<State>,
-    stamp: &Stamp,
+/// One orchestrated restore, step by step.
+pub struct RestoreRun {
+    state: Arc<State>,
+    stamp: Stamp,
     include_chroma: Option<bool>,
     pre_snapshot: bool,
-) -> Outcome {
-    let started = Instant::now();
-    let paths = state.config.paths.clone();
-    if !paths.snapshot_dir(stamp).is_dir() {
-        return Err(atocore_restore_job::Error::UnknownStamp {
-            stamp: stamp.to_string(),
-            dir: paths.snapshots_dir(),
-        }
-        .into());
-    }
-    preflight(state).await?;
-
-    // 1. Validate and stage while atocore still runs.
-    let (p, s) = (paths.clone(), stamp.to_string());
-    let staged = blocking(state, "prepare", move || {
-        Ok(restore::prepare(
-            &p,
-            &s,
-            ChromaChoice::from_option(include_chroma),
-        )?)
-    })
-    .await?;
-    let build_sha_before = build_sha(state).await;
-    let mut resp = RestoreResponse {
-        stamp: stamp.to_string(),
-        build_sha_before: build_sha_before.clone(),
-        request_id: request_id(),
-        ..RestoreResponse::default()
-    };
-
-    // 2. The request.
-    let req = RestoreRequest {
-        request_id: resp.request_id.clone(),
-        stamp: stamp.to_string(),
-        include_chroma,
-        pre_snapshot,
-        defer_pre_snapshot: true,
-        prevalidated: true,
-        requested_at: Some(Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true)),
-        requested_by: Some(format!("atocore-sidecar {}", env!("CARGO_PKG_VERSION"))),
-    };
-    if state.shutdown.is_cancelled() {
-        unprepare(state).await;
-        return Err(Error::ShuttingDown);
-    }
-    let (p, r) = (paths.clone(), req.clone());
-    if let Err(e) = blocking(state, "write the restore request", move || {
-        Ok(init::write_request(&p, &r)?)
-    })
-    .await
-    {
-        unprepare(state).await;
-        return Err(e);
-    }
-    tracing::info!(
-        op = "restore",
-        stamp = %stamp,
-        request_id = %req.request_id,
-        staged_chroma = staged.chroma,
-        "restore staged; stopping atocore"
-    );
-
-    // 3. Downtime: stop, job, result.
-    let down = Instant::now();
-    if let Err(e) = state
-        .docker
-        .stop(Target::Atocore, state.config.stop_timeout)
-        .await
-    {
-        let p = paths.clone();
-        let _ = blocking(state, "withdraw", move || Ok(init::withdraw_request(&p)?)).await;
-        unprepare(state).await;
-        let _ = state.docker.start(Target::Atocore).await;
-        return Err(e);
-    }
-    let job = run_job(state, &req).await;
-    let result = match job {
-        Ok(r) => r,
-        Err(e) => {
-            return Ok(Err(after_job_error(state, resp, down, started, e).await));
-        }
-    };
-    resp.restore_job_ms = Some(result.report.duration_ms);
-    resp.staged_ahead = result.report.staged_ahead;
-    fill(&mut resp, &result);
-
-    if !result.ok {
-        let journal = journal_pending(state).await;
-        let aside = aside_pending(state).await;
-        let why = result.report.error.clone().unwrap_or_else(|| ErrorBody {
-            error: "restore_failed".into(),
-            message: "the restore job reported a failure".into(),
-        });
-        if journal {
-            return Ok(Err(left_stopped(state, resp, down, started, &why).await));
-        }
-        if !aside && !result.report.db_restored {
-            // Refused before touching anything: atocore comes back on its own data.
-            let message = format!(
-                "the restore job refused `{stamp}` before changing anything ({}); atocore was started again on its unchanged data",
-                why.message
-            );
-            let status = status_of(&why);
-            return Ok(Err(restart_unchanged(
-                state,
-                resp,
-                (down, started),
-                why.error,
-                message,
-                status,
-            )
-            .await));
-        }
-        // The restored data failed its checks: roll back without starting atocore on it.
-        let rb = rollback(state, false).await;
-        return Ok(Err(after_rollback(
-            state,
-            resp,
-            rb,
-            down,
-            started,
-            format!("the restored data failed its checks ({})", why.message),
-        )
-        .await));
-    }
-
-    // 4. atocore back, healthy.
-    match start_and_wait(state).await {
-        Ok(()) => {
-            resp.healthy = true;
-            resp.downtime_ms = Some(down.elapsed().as_millis() as u64);
-            resp.build_sha_after = build_sha(state).await;
-        }
-        Err(why) => {
-            let rb = rollback(state, true).await;
-            return Ok(Err(after_rollback(
-                state,
-                resp,
-                rb,
-                down,
-                started,
-                format!("atocore did not become healthy on the restored data: {why}"),
-            )
-            .await));
-        }
-    }
-
-    // 5. The pre-restore snapshot, now that atocore serves again.
-    let p = paths.clone();
-    match blocking(state, "finalize", move || Ok(restore::finalize(&p)?)).await {
-        Ok(Some(pre)) => resp.pre_restore_snapshot = Some(pre),
-        Ok(None) => {}
-        Err(e) => {
-            tracing::error!(cause = %e, "the pre-restore snapshot could not be made; the next restore or init run makes it");
-            resp.warnings
-                .push(format!("pre_restore_snapshot_failed: {e}"));
-        }
-    }
-    if resp.build_sha_before.is_some() && resp.build_sha_before != resp.build_sha_after {
-        resp.warnings.push("build_sha_changed".into());
-    }
-    resp.duration_ms = started.elapsed().as_millis() as u64;
-    state.summary.invalidate();
-    state.metrics.record_restore(true, false, resp.downtime_ms);
-    tracing::info!(
-        op = "restore",
-        outcome = "ok",
-        stamp = %resp.stamp,
-        pre_restore_snapshot = ?resp.pre_restore_snapshot,
-        downtime_ms = resp.downtime_ms,
-        restore_job_ms = resp.restore_job_ms,
-        duration_ms = resp.duration_ms,
-        staged_ahead = resp.staged_ahead,
-        "restore finished; atocore healthy"
-    );
-    Ok(Ok(resp))
+    started: Instant,
+    /// When atocore was asked to stop.
+    down: Option<Instant>,
+    resp: RestoreResponse,
 }
 
-/// Drop a staging made ahead for a restore this sidecar gave up on before stopping
-/// atocore (a full database copy beside the live one must not linger).
-async fn unprepare(state: &Arc<State>) {
-    let p = state.config.paths.clone();
-    if let Err(e) = blocking(state, "unprepare", move || Ok(restore::unprepare(&p)?)).await {
-        tracing::warn!(cause = %e, "could not drop the staged restore; the next restore replaces it");
-    }
-}
-
-fn fill(resp: &mut RestoreResponse, r: &RestoreResult) {
-    let r = &r.report;
-    resp.pre_restore_snapshot = r.pre_restore_snapshot.clone();
-    resp.db_restored = r.db_restored;
-    resp.registry_restored = r.registry_restored;
-    resp.chroma_restored = r.chroma_restored;
-    resp.restored_integrity_ok = r.restored_integrity_ok;
-}
-
-fn status_of(e: &ErrorBody) -> hyper::StatusCode {
-    match e.error.as_str() {
-        "snapshot_invalid" => hyper::StatusCode::UNPROCESSABLE_ENTITY,
-        "busy" | "database_in_use" => hyper::StatusCode::CONFLICT,
-        "bad_stamp" | "bad_request" => hyper::StatusCode::BAD_REQUEST,
-        "unknown_stamp" => hyper::StatusCode::NOT_FOUND,
-        _ => hyper::StatusCode::INTERNAL_SERVER_ERROR,
-    }
-}
-
-async fn journal_pending(state: &Arc<State>) -> bool {
-    let p = state.config.paths.clone();
-    blocking(state, "journal", move || {
-        Ok(restore::pending_journal(&p).ok().flatten().is_some())
-    })
-    .await
-    .unwrap_or(true)
-}
-
-async fn aside_pending(state: &Arc<State>) -> bool {
-    let p = state.config.paths.clone();
-    blocking(state, "aside", move || {
-        Ok(restore::pending_aside(&p).ok().flatten().is_some())
-    })
-    .await
-    .unwrap_or(false)
-}
-
-/// Write nothing; start the restore-job container, wait for it, read its result.
-async fn run_job(state: &Arc<State>, req: &RestoreRequest) -> Result<RestoreResult> {
-    let d = &state.docker;
-    d.start(Target::RestoreJob).await?;
-    let code = wait_exit(state, Target::RestoreJob, state.config.restore_timeout).await?;
-    let p = state.config.paths.clone();
-    let result = blocking(state, "read the restore result", move || {
-        Ok(init::last_result(&p)?)
-    })
-    .await?;
-    match result {
-        Some(r) if r.request_id == req.request_id => {
-            tracing::info!(
-                exit_code = code,
-                ok = r.ok,
-                duration_ms = r.report.duration_ms,
-                "restore job finished"
-            );
-            Ok(r)
-        }
-        _ => {
-            let logs = d
-                .logs(Target::RestoreJob, 20)
-                .await
-                .unwrap_or_else(|e| format!("(logs unavailable: {e})"));
-            tracing::error!(exit_code = code, logs = %logs, "the restore job wrote no result for this request");
-            Err(Error::RestoreFailed(format!(
-                "the restore-job container `{}` exited with code {code} without a result for request {}; its last log lines: {}",
-                d.name(Target::RestoreJob),
-                req.request_id,
-                logs.trim()
-            )))
+impl RestoreRun {
+    fn new(
+        state: &Arc<State>,
+        stamp: &Stamp,
+        include_chroma: Option<bool>,
+        pre_snapshot: bool,
+    ) -> RestoreRun {
+        RestoreRun {
+            state: Arc::clone(state),
+            stamp: stamp.clone(),
+            include_chroma,
+            pre_snapshot,
+            started: Instant::now(),
+            down: None,
+            resp: RestoreResponse {
+                restore: RestoreReport {
+                    stamp: stamp.to_string(),
+                    ..RestoreReport::default()
+                },
+                request_id: request_id(),
+                ..RestoreResponse::default()
+            },
         }
     }
-}
 
-/// Wait until the container stops; its exit code.
-async fn wait_exit(state: &State, t: Target, limit: Duration) -> Result<i64> {
-    let d = &state.docker;
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        if left.is_zero() {
-            return Err(Error::RestoreFailed(format!(
-                "the restore-job container `{}` did not finish within {} s (ATOCORE_RESTORE_TIMEOUT_SECS); it may still be running",
-                d.name(t),
-                limit.as_secs()
-            )));
-        }
-        // The engine's wait long-polls; the client's timeout may cut it, so re-check.
-        if let Ok(Ok(code)) = tokio::time::timeout(left, d.wait(t)).await {
-            return Ok(code);
-        }
-        let s = d.inspect(t).await?;
-        if !s.running {
-            return Ok(s.exit_code.unwrap_or(-1));
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-/// Start atocore and wait until it is healthy (Docker health `healthy`, or its own
-/// `/health` answering `ok`). `Err` says why not.
-async fn start_and_wait(state: &Arc<State>) -> std::result::Result<(), String> {
-    let d = &state.docker;
-    d.start(Target::Atocore).await.map_err(|e| e.to_string())?;
-    let deadline = Instant::now() + state.config.healthy_timeout;
-    let url = state.config.atocore_url.clone();
-    loop {
-        match d.inspect(Target::Atocore).await {
-            Ok(s) if !s.running && (s.status == "exited" || s.status == "dead") => {
-                return Err(format!(
-                    "container `{}` exited with code {}",
-                    d.name(Target::Atocore),
-                    s.exit_code.unwrap_or(-1)
-                ));
+    /// 1. While atocore runs: the snapshot exists, Docker and both containers answer;
+    ///    validate and stage the snapshot; note atocore's `build_sha`.
+    async fn stage(&mut self) -> Result<()> {
+        let paths = self.state.config.paths.clone();
+        if !paths.snapshot_dir(&self.stamp).is_dir() {
+            return Err(atocore_restore_job::Error::UnknownStamp {
+                stamp: self.stamp.to_string(),
+                dir: paths.snapshots_dir(),
             }
-            Ok(s) if s.status == "restarting" => {
-                // Its restart policy brings it back after a crash: it did not start.
-                return Err(format!(
-                    "container `{}` crashed after it started and is restarting",
-                    d.name(Target::Atocore)
-                ));
-            }
-            Ok(s) if s.health.as_deref() == Some("healthy") => return Ok(()),
-            Ok(s) if s.health.as_deref() == Some("unhealthy") => {
-                return Err("Docker reports it unhealthy".into());
-            }
-            _ => {}
+            .into());
         }
-        let u = url.clone();
-        let ok = blocking(state, "health", move || {
-            Ok(atocore::health(&u, Duration::from_secs(1)).is_ok_and(|h| h.is_ok()))
+        preflight(&self.state).await?;
+        let (s, choice) = (
+            self.stamp.to_string(),
+            ChromaChoice::from_option(self.include_chroma),
+        );
+        let staged = blocking(&self.state, "prepare", move || {
+            Ok(restore::prepare(&paths, &s, choice)?)
+        })
+        .await?;
+        self.resp.build_sha_before = build_sha(&self.state).await;
+        tracing::info!(op = "restore", stamp = %self.stamp, staged_chroma = staged.chroma, "restore staged");
+        Ok(())
+    }
+
+    /// 2. The request for the restore-job container (validated and staged just now;
+    ///    the pre-restore snapshot deferred until atocore serves again).
+    async fn write_request(&mut self) -> Result<RestoreRequest> {
+        let req = RestoreRequest {
+            request_id: self.resp.request_id.clone(),
+            stamp: self.stamp.to_string(),
+            include_chroma: self.include_chroma,
+            pre_snapshot: self.pre_snapshot,
+            defer_pre_snapshot: true,
+            prevalidated: true,
+            requested_at: Some(Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true)),
+            requested_by: Some(format!("atocore-sidecar {}", env!("CARGO_PKG_VERSION"))),
+        };
+        if self.state.shutdown.is_cancelled() {
+            self.unprepare().await;
+            return Err(Error::ShuttingDown);
+        }
+        let (p, r) = (self.state.config.paths.clone(), req.clone());
+        if let Err(e) = blocking(&self.state, "write the restore request", move || {
+            Ok(init::write_request(&p, &r)?)
         })
         .await
-        .unwrap_or(false);
-        if ok {
-            return Ok(());
+        {
+            self.unprepare().await;
+            return Err(e);
         }
-        if Instant::now() > deadline {
-            return Err(format!(
-                "not healthy within {} s (ATOCORE_HEALTHY_TIMEOUT_SECS)",
-                state.config.healthy_timeout.as_secs()
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        Ok(req)
     }
-}
 
-/// Restore the pre-restore snapshot the same way. `atocore_running`: stop it first.
-async fn rollback(state: &Arc<State>, atocore_running: bool) -> Rollback {
-    let mut rb = Rollback {
-        stamp: None,
-        restored_integrity_ok: false,
-        healthy: false,
-        error: None,
-    };
-    if atocore_running
-        && let Err(e) = state
+    /// 3. Downtime starts: stop atocore. If it cannot be stopped, nothing changed:
+    ///    the request is withdrawn and atocore started again.
+    async fn stop_atocore(&mut self) -> Result<()> {
+        tracing::info!(op = "restore", stamp = %self.stamp, request_id = %self.resp.request_id, "stopping atocore");
+        self.down = Some(Instant::now());
+        let state = &self.state;
+        if let Err(e) = state
             .docker
             .stop(Target::Atocore, state.config.stop_timeout)
             .await
-    {
-        rb.error = Some(format!("could not stop atocore for the rollback: {e}"));
-        return rb;
-    }
-    let p = state.config.paths.clone();
-    let pre = match blocking(state, "finalize", move || Ok(restore::finalize(&p)?)).await {
-        Ok(Some(pre)) => pre,
-        Ok(None) => {
-            rb.error = Some(
-                "there is no pre-restore snapshot to roll back to (pre_snapshot was false)".into(),
-            );
-            return rb;
+        {
+            self.withdraw_request().await;
+            self.unprepare().await;
+            let _ = state.docker.start(Target::Atocore).await;
+            return Err(e);
         }
-        Err(e) => {
-            rb.error = Some(format!("the pre-restore snapshot could not be made: {e}"));
-            return rb;
-        }
-    };
-    rb.stamp = Some(pre.clone());
-    tracing::warn!(op = "restore", rollback_to = %pre, "rolling back to the pre-restore snapshot");
-    let req = RestoreRequest {
-        request_id: request_id(),
-        stamp: pre,
-        // The pre-restore snapshot has chroma exactly when chroma was restored.
-        include_chroma: None,
-        pre_snapshot: false,
-        defer_pre_snapshot: false,
-        prevalidated: true,
-        requested_at: Some(Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true)),
-        requested_by: Some("atocore-sidecar rollback".into()),
-    };
-    let (p, r) = (state.config.paths.clone(), req.clone());
-    if let Err(e) = blocking(state, "write the rollback request", move || {
-        Ok(init::write_request(&p, &r)?)
-    })
-    .await
-    {
-        rb.error = Some(format!("could not write the rollback request: {e}"));
-        return rb;
+        Ok(())
     }
-    match run_job(state, &req).await {
-        Ok(r) if r.ok => rb.restored_integrity_ok = true,
-        Ok(r) => {
-            rb.error = Some(
-                r.report
-                    .error
-                    .map(|e| e.message)
-                    .unwrap_or_else(|| "the rollback restore failed".into()),
-            );
-            return rb;
-        }
-        Err(e) => {
-            rb.error = Some(e.to_string());
-            return rb;
-        }
-    }
-    match start_and_wait(state).await {
-        Ok(()) => rb.healthy = true,
-        Err(why) => rb.error = Some(format!("atocore not healthy after the rollback: {why}")),
-    }
-    rb
-}
 
-async fn after_rollback(
-    state: &Arc<State>,
-    mut resp: RestoreResponse,
-    rb: Rollback,
-    down: Instant,
-    started: Instant,
-    why: String,
-) -> Failed {
-    resp.rolled_back = rb.restored_integrity_ok;
-    resp.healthy = rb.healthy;
-    if resp.pre_restore_snapshot.is_none() {
-        // The rollback restored it, so it exists: name it where clients look.
-        resp.pre_restore_snapshot = rb.stamp.clone();
+    /// 4. The restore-job container performs the request; its result is checked.
+    async fn run_job(&mut self, req: &RestoreRequest) -> std::result::Result<(), RestoreFailure> {
+        let result = match run_job(&self.state, req).await {
+            Ok(r) => r,
+            Err(e) => return Err(self.after_job_error(e).await),
+        };
+        let why = self.take_result(result);
+        let Some(why) = why else {
+            return Ok(());
+        };
+        if self.journal_pending().await {
+            return Err(self.left_stopped(&why));
+        }
+        if !self.aside_pending().await && !self.resp.restore.db_restored {
+            // Refused before touching anything: atocore comes back on its own data.
+            let message = format!(
+                "the restore job refused `{}` before changing anything ({}); atocore was started again on its unchanged data",
+                self.stamp, why.message
+            );
+            let status =
+                StatusCode::from_u16(atocore_restore_job::error::http_status_of(&why.error))
+                    .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            return Err(self.restart_unchanged(why.error, message, status).await);
+        }
+        // The restored data failed its checks: roll back without starting atocore on it.
+        let rb = self.roll_back(false).await;
+        Err(self
+            .after_rollback(
+                rb,
+                format!("the restored data failed its checks ({})", why.message),
+            )
+            .await)
     }
-    resp.downtime_ms = Some(down.elapsed().as_millis() as u64);
-    if rb.healthy {
-        resp.build_sha_after = build_sha(state).await;
-    }
-    resp.error = Some("restore_failed".into());
-    resp.message = Some(match (&rb.error, rb.healthy) {
-        (None, true) => format!(
-            "{why}; rolled back to the pre-restore snapshot `{}` and atocore is healthy again",
-            rb.stamp.as_deref().unwrap_or("?")
-        ),
-        (err, _) => format!(
-            "{why}; the rollback did not complete ({}); check `docker logs {}` and restore by hand: {CLI_RESTORE}",
-            err.as_deref().unwrap_or("atocore not healthy"),
-            state.config.atocore_container
-        ),
-    });
-    resp.rollback = Some(rb);
-    finish_failed(
-        state,
-        resp,
-        started,
-        hyper::StatusCode::INTERNAL_SERVER_ERROR,
-    )
-}
 
-async fn after_job_error(
-    state: &Arc<State>,
-    resp: RestoreResponse,
-    down: Instant,
-    started: Instant,
-    e: Error,
-) -> Failed {
-    // Did the job act on the request at all?
-    let p = state.config.paths.clone();
-    let still_requested = blocking(state, "request", move || {
-        Ok(init::pending_request(&p).ok().flatten().is_some())
-    })
-    .await
-    .unwrap_or(false);
-    let why = ErrorBody {
-        error: e.code().into(),
-        message: e.to_string(),
-    };
-    if journal_pending(state).await {
-        return left_stopped(state, resp, down, started, &why).await;
+    /// Take the job's report into the response; the job's error, if it failed.
+    fn take_result(&mut self, result: RestoreResult) -> Option<ErrorBody> {
+        let mut report = result.report;
+        let error = report.error.take();
+        self.resp.restore_job_ms = Some(report.duration_ms);
+        self.resp.restore = report;
+        if result.ok {
+            None
+        } else {
+            Some(error.unwrap_or_else(|| ErrorBody {
+                error: "restore_failed".into(),
+                message: "the restore job reported a failure".into(),
+            }))
+        }
     }
-    if still_requested {
+
+    /// 5. Start atocore and wait until healthy; downtime ends. Not healthy: roll back.
+    async fn start_atocore(&mut self) -> std::result::Result<(), RestoreFailure> {
+        match start_and_wait(&self.state).await {
+            Ok(()) => {
+                self.resp.healthy = true;
+                self.resp.downtime_ms = self.downtime();
+                self.resp.build_sha_after = build_sha(&self.state).await;
+                Ok(())
+            }
+            Err(why) => {
+                let rb = self.roll_back(true).await;
+                Err(self
+                    .after_rollback(
+                        rb,
+                        format!("atocore did not become healthy on the restored data: {why}"),
+                    )
+                    .await)
+            }
+        }
+    }
+
+    /// 6. The pre-restore snapshot, now that atocore serves again (best effort).
+    async fn finalize(&mut self) {
+        let p = self.state.config.paths.clone();
+        match blocking(&self.state, "finalize", move || Ok(restore::finalize(&p)?)).await {
+            Ok(done) => {
+                let r = &mut self.resp.restore;
+                r.pre_restore_snapshot = done.pre_restore_snapshot;
+                r.pre_restore_kept = done.kept;
+                r.pre_restore_pending = false;
+                r.warnings.extend(done.warnings);
+            }
+            Err(e) => {
+                tracing::error!(cause = %e, "the pre-restore snapshot could not be made; the next restore or init run makes it");
+                self.resp
+                    .restore
+                    .warnings
+                    .push(format!("pre_restore_snapshot_failed: {e}"));
+            }
+        }
+    }
+
+    /// The successful answer.
+    fn finish(mut self) -> RestoreResponse {
+        if self.resp.build_sha_before.is_some()
+            && self.resp.build_sha_before != self.resp.build_sha_after
+        {
+            self.resp.restore.warnings.push("build_sha_changed".into());
+        }
+        self.resp.restore.duration_ms = self.started.elapsed().as_millis() as u64;
+        self.state.summary.invalidate();
+        self.state
+            .metrics
+            .record_restore(true, false, self.resp.downtime_ms);
+        let r = &self.resp;
+        tracing::info!(
+            op = "restore",
+            outcome = "ok",
+            stamp = %r.restore.stamp,
+            pre_restore_snapshot = ?r.restore.pre_restore_snapshot,
+            downtime_ms = r.downtime_ms,
+            restore_job_ms = r.restore_job_ms,
+            duration_ms = r.restore.duration_ms,
+            staged_ahead = r.restore.staged_ahead,
+            "restore finished; atocore healthy"
+        );
+        self.resp
+    }
+
+    /// Restore the pre-restore snapshot the same way. `atocore_running`: stop it first.
+    async fn roll_back(&mut self, atocore_running: bool) -> Rollback {
+        let state = Arc::clone(&self.state);
+        let mut rb = Rollback {
+            stamp: None,
+            restored_integrity_ok: false,
+            healthy: false,
+            error: None,
+        };
+        if atocore_running
+            && let Err(e) = state
+                .docker
+                .stop(Target::Atocore, state.config.stop_timeout)
+                .await
+        {
+            rb.error = Some(format!("could not stop atocore for the rollback: {e}"));
+            return rb;
+        }
         let p = state.config.paths.clone();
-        let _ = blocking(state, "withdraw", move || Ok(init::withdraw_request(&p)?)).await;
-        unprepare(state).await;
+        let done = match blocking(&state, "finalize", move || Ok(restore::finalize(&p)?)).await {
+            Ok(done) => done,
+            Err(e) => {
+                rb.error = Some(format!("the pre-restore snapshot could not be made: {e}"));
+                return rb;
+            }
+        };
+        let Some(pre) = done.pre_restore_snapshot else {
+            rb.error = Some(if done.kept.is_empty() {
+                "there is no pre-restore snapshot to roll back to (pre_snapshot was false)".into()
+            } else {
+                format!(
+                    "there is no pre-restore snapshot to roll back to: {}",
+                    done.warnings.join("; ")
+                )
+            });
+            self.resp.restore.pre_restore_kept = done.kept;
+            return rb;
+        };
+        rb.stamp = Some(pre.clone());
+        tracing::warn!(op = "restore", rollback_to = %pre, "rolling back to the pre-restore snapshot");
+        let req = RestoreRequest {
+            request_id: request_id(),
+            stamp: pre,
+            // The pre-restore snapshot has chroma exactly when chroma was restored.
+            include_chroma: None,
+            pre_snapshot: false,
+            defer_pre_snapshot: false,
+            prevalidated: true,
+            requested_at: Some(Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true)),
+            requested_by: Some("atocore-sidecar rollback".into()),
+        };
+        let (p, r) = (state.config.paths.clone(), req.clone());
+        if let Err(e) = blocking(&state, "write the rollback request", move || {
+            Ok(init::write_request(&p, &r)?)
+        })
+        .await
+        {
+            rb.error = Some(format!("could not write the rollback request: {e}"));
+            return rb;
+        }
+        match run_job(&state, &req).await {
+            Ok(r) if r.ok => rb.restored_integrity_ok = true,
+            Ok(r) => {
+                rb.error = Some(
+                    r.report
+                        .error
+                        .map(|e| e.message)
+                        .unwrap_or_else(|| "the rollback restore failed".into()),
+                );
+                return rb;
+            }
+            Err(e) => {
+                rb.error = Some(e.to_string());
+                return rb;
+            }
+        }
+        match start_and_wait(&state).await {
+            Ok(()) => rb.healthy = true,
+            Err(why) => rb.error = Some(format!("atocore not healthy after the rollback: {why}")),
+        }
+        rb
     }
-    if aside_pending(state).await {
-        let rb = rollback(state, false).await;
-        return after_rollback(state, resp, rb, down, started, why.message).await;
+
+    async fn after_rollback(&mut self, rb: Rollback, why: String) -> RestoreFailure {
+        self.resp.rolled_back = rb.restored_integrity_ok;
+        self.resp.healthy = rb.healthy;
+        if self.resp.restore.pre_restore_snapshot.is_none() {
+            // The rollback restored it, so it exists: name it where clients look.
+            self.resp.restore.pre_restore_snapshot = rb.stamp.clone();
+        }
+        self.resp.downtime_ms = self.downtime();
+        if rb.healthy {
+            self.resp.build_sha_after = build_sha(&self.state).await;
+        }
+        self.resp.error = Some("restore_failed".into());
+        self.resp.message = Some(match (&rb.error, rb.healthy) {
+            (None, true) => format!(
+                "{why}; rolled back to the pre-restore snapshot `{}` and atocore is healthy again",
+                rb.stamp.as_deref().unwrap_or("?")
+            ),
+            (err, _) => format!(
+                "{why}; the rollback did not complete ({}); check `docker logs {}` and restore by hand: {CLI_RESTORE}",
+                err.as_deref().unwrap_or("atocore not healthy"),
+                self.state.config.atocore_container
+            ),
+        });
+        self.resp.rollback = Some(rb);
+        self.failed(StatusCode::INTERNAL_SERVER_ERROR)
     }
-    let message = format!(
-        "{}; nothing was restored and atocore was started again on its unchanged data",
-        why.message
-    );
-    restart_unchanged(
-        state,
-        resp,
-        (down, started),
-        why.error,
-        message,
-        hyper::StatusCode::INTERNAL_SERVER_ERROR,
-    )
-    .await
-}
 
-/// Nothing live was changed: start atocore again on its own data and answer with the
-/// failure (the pair: when atocore went down, when the call started).
-async fn restart_unchanged(
-    state: &Arc<State>,
-    mut resp: RestoreResponse,
-    (down, started): (Instant, Instant),
-    error: String,
-    message: String,
-    status: hyper::StatusCode,
-) -> Failed {
-    resp.healthy = start_and_wait(state).await.is_ok();
-    resp.downtime_ms = Some(down.elapsed().as_millis() as u64);
-    resp.build_sha_after = build_sha(state).await;
-    resp.error = Some(error);
-    resp.message = Some(message);
-    finish_failed(state, resp, started, status)
-}
+    /// The job could not be run or gave no result: find out whether it acted.
+    async fn after_job_error(&mut self, e: Error) -> RestoreFailure {
+        let p = self.state.config.paths.clone();
+        let still_requested = blocking(&self.state, "request", move || {
+            Ok(init::pending_request(&p).ok().flatten().is_some())
+        })
+        .await
+        .unwrap_or(false);
+        let why = ErrorBody {
+            error: e.code().into(),
+            message: e.to_string(),
+        };
+        if self.journal_pending().await {
+            return self.left_stopped(&why);
+        }
+        if still_requested {
+            self.withdraw_request().await;
+            self.unprepare().await;
+        }
+        if self.aside_pending().await {
+            let rb = self.roll_back(false).await;
+            return self.after_rollback(rb, why.message).await;
+        }
+        let message = format!(
+            "{}; nothing was restored and atocore was started again on its unchanged data",
+            why.message
+        );
+        self.restart_unchanged(why.error, message, StatusCode::INTERNAL_SERVER_ERROR)
+            .await
+    }
 
-async fn left_stopped(
-    state: &Arc<State>,
-    mut resp: RestoreResponse,
-    down: Instant,
-    started: Instant,
-    why: &ErrorBody,
-) -> Failed {
-    resp.healthy = false;
-    resp.downtime_ms = Some(down.elapsed().as_millis() as u64);
-    resp.error = Some("restore_unfinished".into());
-    resp.message = Some(format!(
-        "the restore of `{}` stopped halfway ({}) and is journaled; atocore is left stopped so it never serves a mix. Run `docker compose up -d`: the init job finishes the restore first (or restore by hand: {CLI_RESTORE})",
-        resp.stamp, why.message
-    ));
-    finish_failed(
-        state,
-        resp,
-        started,
-        hyper::StatusCode::INTERNAL_SERVER_ERROR,
-    )
-}
+    /// Nothing live was changed: start atocore again on its own data and fail.
+    async fn restart_unchanged(
+        &mut self,
+        error: String,
+        message: String,
+        status: StatusCode,
+    ) -> RestoreFailure {
+        self.resp.healthy = start_and_wait(&self.state).await.is_ok();
+        self.resp.downtime_ms = self.downtime();
+        self.resp.build_sha_after = build_sha(&self.state).await;
+        self.resp.error = Some(error);
+        self.resp.message = Some(message);
+        self.failed(status)
+    }
 
-fn finish_failed(
-    state: &State,
-    mut resp: RestoreResponse,
-    started: Instant,
-    status: hyper::StatusCode,
-) -> Failed {
-    resp.duration_ms = started.elapsed().as_millis() as u64;
-    state.summary.invalidate();
-    state
-        .metrics
-        .record_restore(false, resp.rolled_back, resp.downtime_ms);
-    tracing::error!(
-        op = "restore",
-        outcome = "failed",
-        stamp = %resp.stamp,
-        rolled_back = resp.rolled_back,
-        healthy = resp.healthy,
-        downtime_ms = resp.downtime_ms,
-        duration_ms = resp.duration_ms,
-        cause = resp.message.as_deref().unwrap_or(""),
-        "restore failed"
-    );
-    Failed {
-        status,
-        response: resp,
+    /// The restore stopped halfway and is journaled: atocore stays stopped.
+    fn left_stopped(&mut self, why: &ErrorBody) -> RestoreFailure {
+        self.resp.healthy = false;
+        self.resp.downtime_ms = self.downtime();
+        self.resp.error = Some("restore_unfinished".into());
+        self.resp.message = Some(format!(
+            "the restore of `{}` stopped halfway ({}) and is journaled; atocore is left stopped so it never serves a mix. Run `docker compose up -d`: the init job finishes the restore first (or restore by hand: {CLI_RESTORE})",
+            self.stamp, why.message
+        ));
+        self.failed(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+
+    fn failed(&mut self, status: StatusCode) -> RestoreFailure {
+        let mut resp = std::mem::take(&mut self.resp);
+        resp.restore.duration_ms = self.started.elapsed().as_millis() as u64;
+        self.state.summary.invalidate();
+        self.state
+            .metrics
+            .record_restore(false, resp.rolled_back, resp.downtime_ms);
+        tracing::error!(
+            op = "restore",
+            outcome = "failed",
+            stamp = %resp.restore.stamp,
+            rolled_back = resp.rolled_back,
+            healthy = resp.healthy,
+            downtime_ms = resp.downtime_ms,
+            duration_ms = resp.restore.duration_ms,
+            cause = resp.message.as_deref().unwrap_or(""),
+            "restore failed"
+        );
+        RestoreFailure::Failed {
+            status,
+            response: Box::new(resp),
+        }
+    }
+
+    fn downtime(&self) -> Option<u64> {
+        self.down.map(|d| d.elapsed().as_millis() as u64)
+    }
+
+    /// Drop a staging made ahead for a restore given up before atocore stopped (a
+    /// full database copy beside the live one must not linger).
+    async fn unprepare(&self) {
+        let p = self.state.config.paths.clone();
+        if let Err(e) = blocking(&self.state, "unprepare", move || {
+            Ok(restore::unprepare(&p)?)
+        })
+        .await
+        {
+            tracing::warn!(cause = %e, "could not drop the staged restore; the next restore replaces it");
+        }
+    }
+
+    async fn withdraw_request(&self) {
+        let p = self.state.config.paths.clone();
+        let _ = blocking(&self.state, "withdraw", move || {
+            Ok(init::withdraw_request(&p)?)
+        })
+        .await;
+    }
+
+    async fn journal_pending(&self) -> bool {
+        let p = self.state.config.paths.clone();
+        blocking(&self.state, "journal", move || {
+            Ok(restore::pending_journal(&p).ok().flatten().is_some())
+        })
+        .await
+        .unwrap_or(true)
+    }
+
+    async fn aside_pending(&self) -> bool {
+        let p = self.state.config.paths.clone();
+        blocking(&self.state, "aside", move || {
+            Ok(restore::pending_aside(&p).ok().flatten().is_some())
+        })
+        .await
+        .unwrap_or(false)
     }
 }

@@ -23,6 +23,7 @@ use std::time::Instant;
 use atocore_restore_job::{Kind, Stamp, validate};
 use chrono::Utc;
 use hyper::body::Incoming;
+use hyper::http::request::Parts;
 use hyper::{Method, Request, StatusCode};
 use serde::Deserialize;
 
@@ -30,6 +31,7 @@ use crate::error::{Error, Result};
 use crate::json::{self, Reply};
 use crate::metrics::Scrape;
 use crate::operation::{self};
+use crate::orchestrator::RestoreFailure;
 use crate::state::State;
 use crate::{auth, drill, health, orchestrator};
 
@@ -52,9 +54,11 @@ struct PruneBody {
 /// The service function: never fails; every error becomes the contract's JSON body.
 pub async fn handle(req: Request<Incoming>, state: Arc<State>) -> Result<Reply, Infallible> {
     let started = Instant::now();
-    let method = req.method().clone();
-    let path = req.uri().path().to_string();
-    let reply = match route(req, &state).await {
+    let (req, body) = req.into_parts();
+    let mut body = Some(body);
+    let method = req.method.clone();
+    let path = req.uri.path().to_string();
+    let mut reply = match route(&req, &mut body, &state).await {
         Ok(r) => r,
         Err(e) => {
             if e.status().is_server_error() {
@@ -63,6 +67,8 @@ pub async fn handle(req: Request<Incoming>, state: Arc<State>) -> Result<Reply, 
             json::error(&e)
         }
     };
+    // A body left unread (refused early, or too large) is drained after the answer.
+    json::finish(&mut reply, body, state.shutdown.clone());
     tracing::debug!(
         %method,
         %path,
@@ -73,69 +79,72 @@ pub async fn handle(req: Request<Incoming>, state: Arc<State>) -> Result<Reply, 
     Ok(reply)
 }
 
-fn allow(req: &Request<Incoming>, allowed: &'static str) -> Result<()> {
-    let m = req.method().as_str();
+fn allow(req: &Parts, allowed: &'static str) -> Result<()> {
+    let m = req.method.as_str();
     if allowed.split(", ").any(|a| a == m) {
         Ok(())
     } else {
         Err(Error::MethodNotAllowed {
             method: m.to_string(),
-            path: req.uri().path().to_string(),
+            path: req.uri.path().to_string(),
             allowed,
         })
     }
 }
 
-async fn route(req: Request<Incoming>, state: &Arc<State>) -> Result<Reply> {
-    let path = req.uri().path().to_string();
+async fn route(req: &Parts, body: &mut Option<Incoming>, state: &Arc<State>) -> Result<Reply> {
+    let path = req.uri.path().to_string();
     if path == "/admin" || path.starts_with("/admin/") {
-        auth::check(req.headers(), state.config.token.as_deref())?;
+        auth::check(&req.headers, state.config.token.as_deref())?;
     }
     let segments: Vec<&str> = path.strip_prefix('/').unwrap_or(&path).split('/').collect();
     match segments.as_slice() {
         ["health"] => {
-            allow(&req, "GET")?;
+            allow(req, "GET")?;
             Ok(json::reply(StatusCode::OK, &health::report(state).await))
         }
         ["metrics"] => {
-            allow(&req, "GET")?;
+            allow(req, "GET")?;
             Ok(metrics(state).await)
         }
         ["admin", "backup"] => {
-            allow(&req, "GET, POST")?;
-            if req.method() == Method::GET {
+            allow(req, "GET, POST")?;
+            if req.method == Method::GET {
                 list(state).await
             } else {
-                let body: BackupBody = read(req, state).await?;
+                let body: BackupBody = read(req, body, state).await?;
                 let meta = operation::backup(state, body.include_chroma, Kind::Manual).await?;
                 Ok(json::reply(StatusCode::OK, &meta))
             }
         }
         ["admin", "backup", "prune"] => {
-            allow(&req, "POST")?;
-            let body: PruneBody = read(req, state).await?;
+            allow(req, "POST")?;
+            let body: PruneBody = read(req, body, state).await?;
             let r = operation::prune(state, body.dry_run).await?;
             Ok(json::reply(StatusCode::OK, &r))
         }
         ["admin", "backup", stamp, "validate"] => {
-            allow(&req, "GET")?;
+            allow(req, "GET")?;
             validate(state, stamp).await
         }
         ["admin", "restore"] => {
-            allow(&req, "POST")?;
-            let body: orchestrator::RestoreBody = read(req, state).await?;
-            match orchestrator::restore(state, body).await? {
+            allow(req, "POST")?;
+            let body: orchestrator::RestoreBody = read(req, body, state).await?;
+            match orchestrator::restore(state, body).await {
                 Ok(r) => Ok(json::reply(StatusCode::OK, &r)),
-                Err(failed) => Ok(json::reply(failed.status, &failed.response)),
+                Err(RestoreFailure::Failed { status, response }) => {
+                    Ok(json::reply(status, &response))
+                }
+                Err(RestoreFailure::Refused(e)) => Err(e),
             }
         }
         ["admin", "drill"] => {
-            allow(&req, "GET, POST")?;
-            if req.method() == Method::GET {
+            allow(req, "GET, POST")?;
+            if req.method == Method::GET {
                 let history = drill::history(state).await?;
                 Ok(json::reply(StatusCode::OK, &history))
             } else {
-                let _: drill::DrillBody = read(req, state).await?;
+                let _: drill::DrillBody = read(req, body, state).await?;
                 let r = drill::run(state).await?;
                 let status = if r.passed {
                     StatusCode::OK
@@ -146,14 +155,24 @@ async fn route(req: Request<Incoming>, state: &Arc<State>) -> Result<Reply> {
             }
         }
         _ => Err(Error::NotFound {
-            method: req.method().to_string(),
+            method: req.method.to_string(),
             path,
         }),
     }
 }
 
-async fn read<T: serde::de::DeserializeOwned>(req: Request<Incoming>, state: &State) -> Result<T> {
-    json::read(req, state.config.max_body_bytes, state.config.body_timeout).await
+async fn read<T: serde::de::DeserializeOwned>(
+    req: &Parts,
+    body: &mut Option<Incoming>,
+    state: &State,
+) -> Result<T> {
+    json::read(
+        &req.headers,
+        body,
+        state.config.max_body_bytes,
+        state.config.body_timeout,
+    )
+    .await
 }
 
 async fn list(state: &Arc<State>) -> Result<Reply> {
@@ -198,5 +217,5 @@ async fn metrics(state: &Arc<State>) -> Reply {
             .map(|f| f.at),
         now,
     });
-    json::text("text/plain; version=0.0.4; charset=utf-8", text)
+    json::text(crate::metrics::CONTENT_TYPE, text)
 }

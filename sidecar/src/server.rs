@@ -6,6 +6,10 @@
 //! - A client must send its headers within `ATOCORE_SIDECAR_HEADER_TIMEOUT_MS` (this
 //!   also closes idle keep-alive connections) and its body within
 //!   `ATOCORE_SIDECAR_BODY_TIMEOUT_MS`.
+//! - A request answered without its body read in full (413, or refused from its
+//!   headers) gets `connection: close`, and the rest of the body is read and thrown
+//!   away for a bounded size and time ([`crate::json::finish`]): closing a socket with
+//!   unread data resets it, and a client still writing its body would lose the answer.
 //! - HTTP/1.1 only: an admin API has no use for HTTP/2, and h2c would bypass the
 //!   header timeout.
 //!
@@ -29,7 +33,7 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use crate::error::Result;
-use crate::schedule::{self, SystemClock};
+use crate::scheduler::{self, SystemClock};
 use crate::state::State;
 use crate::{routes, shutdown as cleanup};
 
@@ -50,14 +54,14 @@ pub async fn run(
         backup_dir = %state.config.paths.backup_dir.display(),
         "atocore-sidecar listening"
     );
-    tokio::spawn(crate::orchestrator::finish_leftover_pre_restore(
-        Arc::clone(&state),
-    ));
+    tokio::spawn(crate::leftover::finish_orphaned_pre_restore(Arc::clone(
+        &state,
+    )));
     let schedule = state
         .config
         .schedule
         .is_some()
-        .then(|| tokio::spawn(schedule::run(Arc::clone(&state), Arc::new(SystemClock))));
+        .then(|| tokio::spawn(scheduler::run(Arc::clone(&state), Arc::new(SystemClock))));
 
     let permits = Arc::new(Semaphore::new(state.config.max_connections));
     let graceful = GracefulShutdown::new();

@@ -7,8 +7,9 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::docker::Docker;
+use crate::error::{Error, Result};
+use crate::gate::{Gate, GateGuard};
 use crate::metrics::Metrics;
-use crate::operation::Gate;
 use crate::quiesce::PauseFlag;
 use crate::summary::SummaryCache;
 
@@ -51,5 +52,14 @@ impl State {
             tasks: TaskTracker::new(),
             config,
         })
+    }
+
+    /// Take the operation gate for `operation` (refused during shutdown, or while
+    /// another operation runs).
+    pub fn begin(&self, operation: &'static str) -> Result<GateGuard> {
+        if self.shutdown.is_cancelled() {
+            return Err(Error::ShuttingDown);
+        }
+        self.gate.try_begin(operation)
     }
 }

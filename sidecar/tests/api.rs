@@ -198,7 +198,7 @@ fn metrics_are_prometheus_text_with_the_snapshot_facts() {
     assert!(
         r.header("content-type")
             .unwrap()
-            .starts_with("text/plain; version=0.0.4")
+            .starts_with("application/openmetrics-text; version=1.0.0")
     );
     let t = &r.body;
     for want in [
@@ -212,7 +212,7 @@ fn metrics_are_prometheus_text_with_the_snapshot_facts() {
         "atocore_snapshot_newest_age_seconds ",
         "atocore_prune_runs_total 1\n",
         "atocore_sidecar_docker_up 0\n",
-        "# TYPE atocore_backup_failures_total counter\n",
+        "# TYPE atocore_backup_failures counter\n",
     ] {
         assert!(t.contains(want), "missing {want:?} in\n{t}");
     }

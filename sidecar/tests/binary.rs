@@ -87,7 +87,15 @@ struct Running {
 
 impl Running {
     fn start(root: &std::path::Path, extra: &[&str]) -> Running {
+        let mut args = vec!["--no-schedule"];
+        args.extend_from_slice(extra);
+        Running::spawn(root, &args, &[])
+    }
+
+    /// Like `start`, without `--no-schedule` unless `args` has it, with `env` set.
+    fn spawn(root: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> Running {
         let mut child = sidecar()
+            .envs(env.iter().copied())
             .args([
                 "--storage-root",
                 root.to_str().unwrap(),
@@ -100,8 +108,8 @@ impl Running {
                 "--atocore-url",
                 "http://127.0.0.1:9",
             ])
-            .args(["--no-schedule", "--log-format", "json"])
-            .args(extra)
+            .args(["--log-format", "json"])
+            .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -269,4 +277,83 @@ fn sigterm_during_a_large_backup_leaves_no_partial_snapshot_and_exits_0() {
     if let Ok((status, body)) = answer {
         assert!(status == 503 || status == 200, "{status} {body}");
     }
+}
+
+/// `GET /health` of a running binary: its `schedule` is null when no snapshots are scheduled.
+fn schedule_of(r: &Running) -> serde_json::Value {
+    let body = ureq::get(&format!("http://{}/health", r.addr))
+        .call()
+        .unwrap()
+        .into_body()
+        .read_to_string()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    v["schedule"].clone()
+}
+
+#[test]
+fn boolean_settings_take_the_spellings_env_files_use() {
+    let (_dir, paths) = sample_root(50);
+    // Keep a scheduled sidecar from starting a catch-up snapshot while it is looked at.
+    let quiet = ["--missed-run", "skip"];
+    let cases = [
+        ("1", true),
+        ("true", true),
+        ("yes", true),
+        ("on", true),
+        ("TRUE", true),
+        ("0", false),
+        ("false", false),
+        ("no", false),
+        ("off", false),
+        ("Off", false),
+    ];
+    for (value, off) in cases {
+        let mut r = Running::spawn(
+            &paths.storage_root,
+            &quiet,
+            &[("ATOCORE_SIDECAR_NO_SCHEDULE", value)],
+        );
+        let schedule = schedule_of(&r);
+        assert_eq!(
+            schedule.is_null(),
+            off,
+            "ATOCORE_SIDECAR_NO_SCHEDULE={value}: {schedule}"
+        );
+        if !off {
+            assert_eq!(schedule["backup"], "0 6 * * *", "{value}: {schedule}");
+        }
+        r.signal(libc::SIGTERM);
+        assert_eq!(r.wait_exit(Duration::from_secs(10)).0, Some(0), "{value}");
+    }
+    // The flag alone is true, `=value` takes the same spellings and beats the env.
+    for (args, env, off) in [
+        (vec!["--no-schedule"], None, true),
+        (vec!["--no-schedule=no"], Some("yes"), false),
+        (vec!["--no-schedule=on"], Some("0"), true),
+    ] {
+        let mut all = quiet.to_vec();
+        all.extend(args.iter().copied());
+        let env: Vec<(&str, &str)> = env
+            .map(|v| ("ATOCORE_SIDECAR_NO_SCHEDULE", v))
+            .into_iter()
+            .collect();
+        let mut r = Running::spawn(&paths.storage_root, &all, &env);
+        assert_eq!(schedule_of(&r).is_null(), off, "{args:?} {env:?}");
+        r.signal(libc::SIGTERM);
+        assert_eq!(r.wait_exit(Duration::from_secs(10)).0, Some(0));
+    }
+    // Anything else is still a settings error (exit 2) that names the setting.
+    let out = sidecar()
+        .env("ATOCORE_SIDECAR_NO_SCHEDULE", "maybe")
+        .args(["--storage-root", paths.storage_root.to_str().unwrap()])
+        .args(["--log-format", "text"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("maybe") && err.contains("--no-schedule"),
+        "{err}"
+    );
 }

@@ -2,8 +2,7 @@
 
 use std::time::Duration;
 
-use atocore_restore_job::durable::BackupLock;
-use atocore_sidecar::operation::Gate;
+use atocore_restore_job::BackupLock;
 
 use crate::util::{Settings, Sidecar, sample_root, stamps, wait_until};
 
@@ -57,7 +56,7 @@ fn a_second_operation_while_one_runs_is_409_and_reads_still_work() {
 #[test]
 fn the_gate_refuses_with_409_while_held() {
     let sc = Sidecar::start();
-    let guard = Gate::try_begin(&sc.state, "backup").unwrap();
+    let guard = sc.state.begin("backup").unwrap();
     let r = sc.post("/admin/backup", "{}");
     r.assert_error(409, "busy");
     assert!(

@@ -256,11 +256,15 @@ fn atocore_is_unpaused_even_when_the_chroma_copy_fails() {
     }
     let c = Throwaway::start("f");
     let sc = sidecar_for(&c);
-    // A link out of the chroma folder makes the copy refuse after the pause.
-    std::os::unix::fs::symlink("/etc/passwd", sc.paths.chroma.join("evil-link")).unwrap();
+    // A backups disk with room for the database but not for a 32 MiB chroma file: the
+    // chroma copy fails (ENOSPC) after the pause. (Odd chroma entries no longer fail
+    // a backup: they are left out with a warning.)
+    std::fs::write(sc.paths.chroma.join("big.bin"), vec![0xABu8; 32 << 20]).unwrap();
+    let db_bytes = std::fs::metadata(&sc.paths.db).unwrap().len();
+    let _small = SmallTmpfs::mount(&sc.paths.backup_dir, 2 * db_bytes + (1 << 20));
     let since = (chrono::Utc::now().timestamp() - 1).to_string();
     let r = sc.post("/admin/backup", r#"{"include_chroma": true}"#);
-    r.assert_error(500, "unsafe_entry");
+    r.assert_error(500, "io_error");
     assert_eq!(c.state(), (true, false), "atocore left paused");
     assert_eq!(c.actions(&since), vec!["pause", "unpause"]);
     assert!(stamps(&sc.paths).is_empty());
@@ -272,4 +276,29 @@ fn atocore_is_unpaused_even_when_the_chroma_copy_fails() {
         snapshot_entries(&sc.paths)
     );
     assert!(!sc.state.paused.is_set());
+}
+
+/// A tmpfs of `bytes` mounted over a folder, lazily unmounted on drop.
+struct SmallTmpfs(std::path::PathBuf);
+
+impl SmallTmpfs {
+    fn mount(at: &std::path::Path, bytes: u64) -> SmallTmpfs {
+        std::fs::create_dir_all(at).unwrap();
+        let st = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
+            .arg(at)
+            .status()
+            .unwrap();
+        assert!(st.success(), "mount -t tmpfs on {} failed", at.display());
+        SmallTmpfs(at.to_path_buf())
+    }
+}
+
+impl Drop for SmallTmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
 }

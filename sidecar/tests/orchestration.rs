@@ -14,7 +14,6 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use atocore_restore_job::Paths;
-use atocore_sidecar::operation::Gate;
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
@@ -47,7 +46,7 @@ fn without_docker_restore_and_drill_answer_503_and_change_nothing() {
     // Unknown stamps are 404 before Docker is asked; another operation is 409.
     sc.post("/admin/restore", r#"{"stamp": "20200101T000000Z"}"#)
         .assert_error(404, "unknown_stamp");
-    let g = Gate::try_begin(&sc.state, "backup").unwrap();
+    let g = sc.state.begin("backup").unwrap();
     sc.post("/admin/restore", &json!({"stamp": stamp}).to_string())
         .assert_error(409, "busy");
     sc.post("/admin/drill", "{}").assert_error(409, "busy");

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use atocore_restore_job::{Paths, Stamp, metadata};
 use atocore_sidecar::State;
-use atocore_sidecar::schedule::{self, Clock, TokioClock};
+use atocore_sidecar::scheduler::{self as schedule, Clock, TokioClock};
 use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
@@ -68,24 +68,47 @@ async fn scheduled_snapshots_fire_at_six_with_chroma_on_sunday_then_retention() 
     assert_eq!(m.chroma_quiesced, Some(false), "no Docker in this test");
     assert!(clock.now() >= t("2026-04-05T06:00:00Z") && clock.now() < t("2026-04-05T06:20:00Z"));
 
-    // Monday 06:00: without chroma. Retention runs after it; both snapshots are from
-    // the same real day, so the daily bucket keeps only the newer one.
+    // An older database-only snapshot of the same real day, for retention to delete.
+    let older = Stamp::parse(&sunday).unwrap().time() - chrono::TimeDelta::seconds(1);
+    let older = Stamp::from_time(older).to_string();
+    let older_dir = paths.snapshot_dir(&Stamp::parse(&older).unwrap());
+    std::fs::create_dir_all(older_dir.join("db")).unwrap();
+    let sunday_dir = paths.snapshot_dir(&Stamp::parse(&sunday).unwrap());
+    std::fs::hard_link(
+        sunday_dir.join("db/atocore.db"),
+        older_dir.join("db/atocore.db"),
+    )
+    .unwrap();
+    let mut m = meta(&paths, &sunday);
+    m.stamp = older.clone();
+    m.include_chroma = false;
+    m.chroma_snapshot_path = None;
+    m.registry_snapshot_path = None;
+    std::fs::write(
+        older_dir.join(atocore_restore_job::layout::METADATA_FILE),
+        serde_json::to_vec(&m).unwrap(),
+    )
+    .unwrap();
+
+    // Monday 06:00: without chroma. Retention runs after it; the three snapshots are from
+    // the same real day, so the daily bucket keeps only the newest one, and the chroma
+    // series keeps Sunday's: chroma history survives a database-only day.
     tokio::time::sleep(Duration::from_secs(23 * 3600)).await;
     assert_eq!(
         stamps(&paths),
-        vec![sunday.clone()],
+        vec![older.clone(), sunday.clone()],
         "nothing before Monday 06:00"
     );
     assert!(
         until(Duration::from_secs(3 * 3600), || {
             let s = stamps(&paths);
-            s.len() == 1 && s[0] != sunday && state.gate.running().is_none()
+            s.len() == 2 && s[0] == sunday && state.gate.running().is_none()
         })
         .await,
         "{:?}",
         stamps(&paths)
     );
-    let monday = meta(&paths, &stamps(&paths)[0]);
+    let monday = meta(&paths, &stamps(&paths)[1]);
     assert_eq!(monday.kind, Some(atocore_restore_job::Kind::Scheduled));
     assert!(!monday.include_chroma);
     assert!(clock.now() < t("2026-04-06T09:00:00Z"));

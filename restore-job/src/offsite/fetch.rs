@@ -111,7 +111,7 @@ pub fn fetch(
             snapshots.display()
         )));
     }
-    let partial_dir = snapshots.join(format!(".{stamp}.partial"));
+    let partial_dir = crate::layout::partial_dir(&snapshots, stamp.as_str());
     if partial_dir.exists() {
         fs::remove_dir_all(&partial_dir).map_err(Error::io("remove", &partial_dir))?;
     }

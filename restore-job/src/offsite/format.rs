@@ -43,6 +43,9 @@ pub struct Reference {
     pub format: u32,
     pub stamp: String,
     pub kind: String,
+    /// Holds a chroma copy (counts in retention's chroma series).
+    #[serde(default)]
+    pub chroma: bool,
     pub encrypted: bool,
     pub pushed_at: String,
     /// Key of the index object and its stored size.

@@ -28,6 +28,12 @@ pub struct PruneArgs {
     pub keep_weekly: u32,
     #[arg(long, env = "ATOCORE_OFFSITE_KEEP_MONTHLY", default_value_t = 6)]
     pub keep_monthly: u32,
+    #[arg(long, env = "ATOCORE_OFFSITE_KEEP_CHROMA_DAILY", default_value_t = 7)]
+    pub keep_chroma_daily: u32,
+    #[arg(long, env = "ATOCORE_OFFSITE_KEEP_CHROMA_WEEKLY", default_value_t = 4)]
+    pub keep_chroma_weekly: u32,
+    #[arg(long, env = "ATOCORE_OFFSITE_KEEP_CHROMA_MONTHLY", default_value_t = 6)]
+    pub keep_chroma_monthly: u32,
     #[arg(long, env = "ATOCORE_OFFSITE_KEEP_SPECIAL_DAYS", default_value_t = 30)]
     pub keep_special_days: u32,
     /// Unreferenced objects younger than this many hours are kept.
@@ -59,6 +65,9 @@ pub fn prune(target: &Target, args: &PruneArgs) -> Result<OffsitePruneReport> {
         daily: args.keep_daily,
         weekly: args.keep_weekly,
         monthly: args.keep_monthly,
+        chroma_daily: args.keep_chroma_daily,
+        chroma_weekly: args.keep_chroma_weekly,
+        chroma_monthly: args.keep_chroma_monthly,
         special_days: args.keep_special_days,
     };
     let refs = super::references(target)?;
@@ -69,6 +78,7 @@ pub fn prune(target: &Target, args: &PruneArgs) -> Result<OffsitePruneReport> {
                 stamp: Stamp::parse(&r.stamp).ok()?,
                 kind: r.kind.parse().unwrap_or(Kind::Manual),
                 valid: true,
+                chroma: r.chroma,
                 protected: false,
             })
         })

@@ -20,7 +20,8 @@ use super::format::{self, Entry, EntryKind, Index, Reference, RepoConfig};
 use super::store::{Requests, Target};
 use crate::config::Paths;
 use crate::error::{Error, Result};
-use crate::metadata::{self, METADATA_FILE};
+use crate::layout::METADATA_FILE;
+use crate::metadata;
 use crate::snapshot::published_stamps;
 use crate::stamp::Stamp;
 use crate::validate;
@@ -384,6 +385,7 @@ fn push_one(
             .as_ref()
             .map(|m| m.kind_or_manual().as_str().to_string())
             .unwrap_or_else(|| "manual".into()),
+        chroma: meta.as_ref().is_some_and(|m| m.has_chroma()),
         encrypted: config.encrypted,
         pushed_at: super::now_rfc3339(),
         index: index_key,
