@@ -110,6 +110,8 @@ pub(crate) enum Command {
         #[arg(long, default_value = "atocore-demo")]
         dir: PathBuf,
     },
+    /// Off-site replication: push, list, verify, fetch, prune (see docs/offsite.md).
+    Offsite(atocore_restore_job::offsite::OffsiteCli),
 }
 
 fn chroma_choice(no_chroma: bool, chroma: bool) -> ChromaChoice {
@@ -276,6 +278,7 @@ fn dispatch(paths: &Paths, command: Command) -> Result<(Value, u8)> {
                 code,
             ))
         }
+        Command::Offsite(cli) => atocore_restore_job::offsite::run(paths, cli),
     }
 }
 

@@ -126,6 +126,47 @@ pub enum Error {
     /// The restore ran and did not end with a healthy database.
     #[error("restore of `{stamp}` failed: {why}")]
     RestoreFailed { stamp: String, why: String },
+
+    /// Off-site replication is not set up (no target, no recipients, no identity, no
+    /// repository key): a refusal, nothing was sent or changed.
+    #[error("off-site: {0}")]
+    OffsiteNotConfigured(String),
+
+    /// The off-site target did not answer (network, DNS, server error).
+    #[error(
+        "off-site target {target} is unreachable: {why}; check ATOCORE_OFFSITE_URL, AWS_ENDPOINT_URL and the network, then retry"
+    )]
+    OffsiteUnreachable { target: String, why: String },
+
+    /// The off-site target refused the credentials.
+    #[error(
+        "off-site target {target} refused access: {why}; check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY and the bucket's permissions"
+    )]
+    OffsiteDenied { target: String, why: String },
+
+    /// An object a snapshot needs is not on the target.
+    #[error(
+        "off-site object {object} is missing on {target}; run `atocore-restore-job offsite verify` and push the snapshot again"
+    )]
+    OffsiteObjectMissing { object: String, target: String },
+
+    /// An object on the target is truncated, altered or not what its name says.
+    #[error(
+        "off-site object {object} is damaged: {why}; run `atocore-restore-job offsite verify --read-data 100` and fetch another snapshot with `offsite list`"
+    )]
+    OffsiteObjectDamaged { object: String, why: String },
+
+    /// The identity given cannot decrypt the object.
+    #[error(
+        "off-site object {object} cannot be decrypted with the identity given: none of its keys matches a recipient the object was encrypted to; use the identity that belongs to ATOCORE_OFFSITE_RECIPIENTS"
+    )]
+    OffsiteWrongKey { object: String },
+
+    /// A stamp that is not on the off-site target.
+    #[error(
+        "no snapshot `{stamp}` on {target}; run `atocore-restore-job offsite list` to see the stamps there"
+    )]
+    OffsiteUnknownStamp { stamp: String, target: String },
 }
 
 /// Every error code with its CLI exit code and HTTP status. Codes not listed (from
@@ -149,6 +190,13 @@ pub const CODES: &[(&str, u8, u16)] = &[
     ("new_snapshot_invalid", 1, 500),
     ("unsafe_entry", 1, 500),
     ("restore_failed", 1, 500),
+    ("offsite_not_configured", 2, 400),
+    ("offsite_unknown_stamp", 2, 404),
+    ("offsite_unreachable", 1, 502),
+    ("offsite_denied", 1, 502),
+    ("offsite_object_missing", 1, 422),
+    ("offsite_object_damaged", 1, 422),
+    ("offsite_wrong_key", 1, 422),
 ];
 
 /// The CLI exit code of an error code ([`CODES`]).
@@ -199,6 +247,13 @@ impl Error {
             Error::NewSnapshotInvalid(_) => "new_snapshot_invalid",
             Error::UnsafeEntry { .. } => "unsafe_entry",
             Error::RestoreFailed { .. } => "restore_failed",
+            Error::OffsiteNotConfigured(_) => "offsite_not_configured",
+            Error::OffsiteUnreachable { .. } => "offsite_unreachable",
+            Error::OffsiteDenied { .. } => "offsite_denied",
+            Error::OffsiteObjectMissing { .. } => "offsite_object_missing",
+            Error::OffsiteObjectDamaged { .. } => "offsite_object_damaged",
+            Error::OffsiteWrongKey { .. } => "offsite_wrong_key",
+            Error::OffsiteUnknownStamp { .. } => "offsite_unknown_stamp",
         }
     }
 
@@ -289,6 +344,28 @@ mod tests {
                 stamp: "s".into(),
                 why: "w".into(),
             },
+            Error::OffsiteNotConfigured("x".into()),
+            Error::OffsiteUnreachable {
+                target: "t".into(),
+                why: "w".into(),
+            },
+            Error::OffsiteDenied {
+                target: "t".into(),
+                why: "w".into(),
+            },
+            Error::OffsiteObjectMissing {
+                object: "o".into(),
+                target: "t".into(),
+            },
+            Error::OffsiteObjectDamaged {
+                object: "o".into(),
+                why: "w".into(),
+            },
+            Error::OffsiteWrongKey { object: "o".into() },
+            Error::OffsiteUnknownStamp {
+                stamp: "s".into(),
+                target: "t".into(),
+            },
         ];
         for e in &all {
             let n = CODES.iter().filter(|(c, _, _)| *c == e.code()).count();
@@ -302,5 +379,8 @@ mod tests {
         assert_eq!(Error::RestorePending(p).http_status(), 409);
         assert_eq!(exit_code_of("from_a_newer_version"), 1);
         assert_eq!(http_status_of("snapshot_damaged"), 422);
+        assert_eq!(Error::OffsiteNotConfigured("x".into()).exit_code(), 2);
+        assert_eq!(exit_code_of("offsite_unknown_stamp"), 2);
+        assert_eq!(exit_code_of("offsite_object_damaged"), 1);
     }
 }

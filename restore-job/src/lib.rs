@@ -16,7 +16,8 @@
 //! - [`validate`] and [`snapshot`] (backup, list);
 //! - [`restore`] (stage, set aside, swap in, verify, finalize);
 //! - [`init`] (the init-job mode) and [`prune`] (with [`retention`], the policy);
-//! - [`config`] (paths and settings), [`logging`], [`sample`] (a demo install).
+//! - [`config`] (paths and settings), [`logging`], [`sample`] (a demo install);
+//! - [`offsite`] (encrypted, deduplicated replication to S3 or a folder, and back).
 //!
 //! ```no_run
 //! use atocore_restore_job::{snapshot, Paths, BackupOptions, BackupHooks};
@@ -38,6 +39,7 @@ pub mod layout;
 pub mod logging;
 pub(crate) mod manifest;
 pub mod metadata;
+pub mod offsite;
 pub mod prune;
 pub mod restore;
 pub mod retention;

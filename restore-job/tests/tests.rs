@@ -8,6 +8,7 @@ mod crash;
 mod legacy;
 mod messages;
 mod mounts;
+mod offsite;
 mod prune;
 mod restore;
 mod safety;

@@ -1,0 +1,342 @@
+//! Off-site replication: encrypted, deduplicated copies of snapshots on S3-compatible
+//! storage or a folder, and the way back onto a new host.
+//!
+//! One concept per module: [`store`] (the target over `object_store`), [`crypto`]
+//! (age), [`chunker`] (FastCDC, keyed names, zstd), [`format`] (the objects),
+//! [`push`], [`fetch`], [`list`], [`verify`], [`prune`]. The engine is synchronous;
+//! [`store::Target`] runs its requests on a small tokio runtime of its own.
+
+pub mod chunker;
+pub mod crypto;
+pub mod fetch;
+pub mod format;
+pub mod list;
+pub mod prune;
+pub mod push;
+pub mod store;
+pub mod verify;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use chrono::Utc;
+use serde_json::Value;
+
+use crate::config::Paths;
+use crate::durable;
+use crate::error::{Error, Result};
+use chunker::RepoKey;
+use crypto::Identity;
+use format::{CONFIG_KEY, REPO_KEY_KEY, RepoConfig};
+use store::Target;
+
+/// Where to and how: the settings every `offsite` command shares.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct OffsiteArgs {
+    /// The target: s3://BUCKET/PREFIX (endpoint, region and credentials from the
+    /// AWS_* variables) or file:///PATH.
+    #[arg(long = "offsite-url", env = "ATOCORE_OFFSITE_URL", global = true)]
+    pub url: Option<String>,
+    /// age X25519 public keys (age1…) to encrypt to, comma or whitespace separated.
+    #[arg(
+        long = "offsite-recipients",
+        env = "ATOCORE_OFFSITE_RECIPIENTS",
+        global = true
+    )]
+    pub recipients: Option<String>,
+    /// Allow pushing without encryption (true/1/yes/on).
+    #[arg(
+        long = "offsite-unencrypted",
+        env = "ATOCORE_OFFSITE_UNENCRYPTED",
+        global = true
+    )]
+    pub unencrypted: Option<String>,
+}
+
+impl OffsiteArgs {
+    fn target(&self, create: bool) -> Result<Target> {
+        let url = self
+            .url
+            .as_deref()
+            .filter(|u| !u.trim().is_empty())
+            .ok_or_else(|| {
+                Error::OffsiteNotConfigured(
+                    "no target: set ATOCORE_OFFSITE_URL to s3://BUCKET/PREFIX or file:///PATH"
+                        .into(),
+                )
+            })?;
+        Target::open(url.trim(), create)
+    }
+
+    fn unencrypted(&self) -> bool {
+        self.unencrypted.as_deref().is_some_and(store::truthy)
+    }
+}
+
+/// `offsite …`: the settings and one subcommand.
+#[derive(Debug, clap::Args)]
+pub struct OffsiteCli {
+    #[command(flatten)]
+    pub settings: OffsiteArgs,
+    #[command(subcommand)]
+    pub command: OffsiteCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum OffsiteCommand {
+    /// Upload a snapshot (default: the newest valid one), or every valid snapshot the
+    /// target lacks (--missing). Only new chunks are uploaded.
+    Push {
+        /// The stamp to push.
+        #[arg(conflicts_with = "missing")]
+        stamp: Option<String>,
+        /// Push every valid local snapshot that is not on the target yet.
+        #[arg(long)]
+        missing: bool,
+        /// An age identity file, only needed once on a host that lost its local copy
+        /// of the repository key.
+        #[arg(long, value_name = "FILE")]
+        identity: Option<PathBuf>,
+    },
+    /// List the snapshots on the target, oldest first.
+    List,
+    /// Check that every object the snapshots need is there at its size; with
+    /// --read-data, download a share of the chunks and check them too.
+    Verify {
+        /// Percentage (0–100) of the chunks to download and check.
+        #[arg(long, value_name = "PCT", default_value_t = 0.0)]
+        read_data: f64,
+        /// Decrypt the chunks read and check their names (keyed hashes).
+        #[arg(long, value_name = "FILE")]
+        identity: Option<PathBuf>,
+    },
+    /// Download a snapshot, check every hash, and publish it as a local snapshot.
+    Fetch {
+        /// A stamp, or `latest`.
+        stamp: String,
+        /// The age identity file (private key) the target was encrypted to.
+        #[arg(long, value_name = "FILE")]
+        identity: Option<PathBuf>,
+    },
+    /// Apply retention on the target and delete chunks no kept snapshot needs.
+    Prune(prune::PruneArgs),
+}
+
+/// Run one `offsite` command: the JSON to print and the exit code.
+pub fn run(paths: &Paths, cli: OffsiteCli) -> Result<(Value, u8)> {
+    let s = &cli.settings;
+    match cli.command {
+        OffsiteCommand::Push {
+            stamp,
+            missing,
+            identity,
+        } => {
+            let sealer = crypto::Sealer::from_settings(s.recipients.as_deref(), s.unencrypted())?;
+            let which = match (stamp, missing) {
+                (_, true) => push::Which::Missing,
+                (Some(st), false) => push::Which::Stamp(st),
+                (None, false) => push::Which::Newest,
+            };
+            let identity = identity.as_deref().map(Identity::load).transpose()?;
+            let target = s.target(true)?;
+            let r = push::push(paths, &target, &sealer, &which, identity.as_ref())?;
+            Ok((to_value(&r), 0))
+        }
+        OffsiteCommand::List => {
+            let target = s.target(false)?;
+            Ok((to_value(&list::list(&target)?), 0))
+        }
+        OffsiteCommand::Verify {
+            read_data,
+            identity,
+        } => {
+            if !(0.0..=100.0).contains(&read_data) {
+                return Err(Error::Usage(format!(
+                    "--read-data {read_data}: give a percentage from 0 to 100"
+                )));
+            }
+            let identity = identity.as_deref().map(Identity::load).transpose()?;
+            let target = s.target(false)?;
+            let r = verify::verify(&target, read_data, identity.as_ref())?;
+            let code = if r.ok { 0 } else { 1 };
+            Ok((to_value(&r), code))
+        }
+        OffsiteCommand::Fetch { stamp, identity } => {
+            let identity = identity.as_deref().map(Identity::load).transpose()?;
+            let target = s.target(false)?;
+            let r = fetch::fetch(paths, &target, &stamp, identity.as_ref())?;
+            Ok((to_value(&r), 0))
+        }
+        OffsiteCommand::Prune(args) => {
+            let target = s.target(false)?;
+            let r = prune::prune(&target, &args)?;
+            Ok((to_value(&r), 0))
+        }
+    }
+}
+
+fn to_value<T: serde::Serialize>(v: &T) -> Value {
+    serde_json::to_value(v).unwrap_or(Value::Null)
+}
+
+/// The target's `config`, when there is one.
+pub(crate) fn read_config(target: &Target) -> Result<Option<RepoConfig>> {
+    let Some(bytes) = target.get_optional(CONFIG_KEY)? else {
+        return Ok(None);
+    };
+    let c: RepoConfig =
+        serde_json::from_slice(&bytes).map_err(|e| Error::OffsiteObjectDamaged {
+            object: CONFIG_KEY.into(),
+            why: format!("not the expected JSON: {e}"),
+        })?;
+    if c.format != format::FORMAT {
+        return Err(Error::OffsiteNotConfigured(format!(
+            "{} holds a repository of format {}; this engine reads format {}",
+            target.url(),
+            c.format,
+            format::FORMAT
+        )));
+    }
+    Ok(Some(c))
+}
+
+/// Where this host keeps its copy of a repository's key.
+pub fn local_key_path(paths: &Paths, repository: &str) -> PathBuf {
+    paths
+        .backup_dir
+        .join("offsite")
+        .join(format!("{repository}.key"))
+}
+
+pub(crate) fn save_local_key(paths: &Paths, repository: &str, key: &RepoKey) -> Result<()> {
+    let p = local_key_path(paths, repository);
+    if let Some(dir) = p.parent() {
+        durable::create_dir_all(dir)?;
+    }
+    durable::write_atomic(&p, format!("{}\n", key.to_hex()).as_bytes())?;
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600))
+        .map_err(Error::io("restrict permissions of", &p))?;
+    Ok(())
+}
+
+fn check_key(config: &RepoConfig, key: RepoKey, source: &str) -> Result<RepoKey> {
+    if key.check_value() == config.key_check {
+        Ok(key)
+    } else {
+        Err(Error::OffsiteNotConfigured(format!(
+            "the repository key in {source} does not belong to repository {} on the target; remove it and pass --identity to read the right one",
+            config.repository
+        )))
+    }
+}
+
+/// The repository key, read with the identity from `keys/repository`.
+pub(crate) fn key_from_identity(
+    target: &Target,
+    config: &RepoConfig,
+    identity: &Identity,
+) -> Result<RepoKey> {
+    let sealed = target.get(REPO_KEY_KEY)?;
+    let plain = identity.open(REPO_KEY_KEY, &sealed)?;
+    let key = RepoKey::from_hex(&String::from_utf8_lossy(&plain)).ok_or_else(|| {
+        Error::OffsiteObjectDamaged {
+            object: REPO_KEY_KEY.into(),
+            why: "does not hold a 32-byte hex key".into(),
+        }
+    })?;
+    check_key(config, key, REPO_KEY_KEY)
+}
+
+/// The repository key for reading: plain config, the local copy, or the identity.
+pub(crate) fn repo_key(
+    paths: &Paths,
+    target: &Target,
+    config: &RepoConfig,
+    identity: Option<&Identity>,
+) -> Result<RepoKey> {
+    if !config.encrypted {
+        let key = config
+            .key
+            .as_deref()
+            .and_then(RepoKey::from_hex)
+            .ok_or_else(|| Error::OffsiteObjectDamaged {
+                object: CONFIG_KEY.into(),
+                why: "an unencrypted repository's config holds no key".into(),
+            })?;
+        return check_key(config, key, CONFIG_KEY);
+    }
+    let local = local_key_path(paths, &config.repository);
+    if let Ok(text) = std::fs::read_to_string(&local)
+        && let Some(key) = RepoKey::from_hex(&text)
+    {
+        return check_key(config, key, &local.display().to_string());
+    }
+    match identity {
+        Some(id) => {
+            let key = key_from_identity(target, config, id)?;
+            save_local_key(paths, &config.repository, &key)?;
+            Ok(key)
+        }
+        None => Err(Error::OffsiteNotConfigured(format!(
+            "this host has no copy of the key of repository {} ({} is missing); run the command once with --identity FILE to read it from the target",
+            config.repository,
+            local.display()
+        ))),
+    }
+}
+
+/// Decode an index object (or any zstd+age JSON object).
+pub(crate) fn open_json<T: serde::de::DeserializeOwned>(
+    object: &str,
+    bytes: &[u8],
+    encrypted: bool,
+    identity: Option<&Identity>,
+) -> Result<T> {
+    let identity = if encrypted {
+        Some(identity.ok_or_else(|| {
+            Error::OffsiteNotConfigured(format!(
+                "{object} is encrypted: pass --identity FILE (the age private key)"
+            ))
+        })?)
+    } else {
+        None
+    };
+    let plain = chunker::unpack(identity, object, bytes, 1 << 30)?;
+    serde_json::from_slice(&plain).map_err(|e| Error::OffsiteObjectDamaged {
+        object: object.to_string(),
+        why: format!("not the expected JSON: {e}"),
+    })
+}
+
+/// All snapshot references on the target, oldest first (one LIST, one GET each).
+pub(crate) fn references(target: &Target) -> Result<Vec<format::Reference>> {
+    let listed = target.list(format::SNAPSHOTS_DIR)?;
+    let keys: Vec<String> = listed
+        .into_iter()
+        .map(|l| l.key)
+        .filter(|k| k.ends_with(".json"))
+        .collect();
+    let bodies = target.get_many(&keys)?;
+    let mut refs = Vec::new();
+    for (key, body) in keys.iter().zip(bodies) {
+        let r: format::Reference =
+            serde_json::from_slice(&body).map_err(|e| Error::OffsiteObjectDamaged {
+                object: key.clone(),
+                why: format!("not the expected JSON: {e}"),
+            })?;
+        refs.push(r);
+    }
+    refs.sort_by(|a, b| a.stamp.cmp(&b.stamp));
+    Ok(refs)
+}
+
+pub(crate) fn now_rfc3339() -> String {
+    Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+pub(crate) fn rel(path: &Path, root: &Path) -> String {
+    path.strip_prefix(root)
+        .unwrap_or(path)
+        .to_string_lossy()
+        .into_owned()
+}

@@ -1,0 +1,391 @@
+//! The target: an S3-compatible bucket or a local folder behind `object_store`, driven
+//! from the synchronous engine through a small tokio runtime. Every request is counted
+//! so that commands can report (and tests can bound) what they cost.
+
+use std::cell::Cell;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures_util::{StreamExt, TryStreamExt, stream};
+use object_store::aws::AmazonS3Builder;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path as ObjectPath;
+use object_store::{
+    BackoffConfig, ClientOptions, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig,
+};
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+
+/// How many requests run at once for uploads, downloads and deletes.
+pub const PARALLEL: usize = 8;
+
+/// Test hook: kill this process (SIGKILL) right after this many objects were written.
+pub const CRASH_ENV: &str = "ATOCORE_OFFSITE_CRASH_AFTER_PUTS";
+
+/// Requests made and bytes moved, per command.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Requests {
+    pub put: u64,
+    pub get: u64,
+    pub list: u64,
+    pub delete: u64,
+    pub bytes_written: u64,
+    pub bytes_read: u64,
+}
+
+/// One object found by a listing.
+#[derive(Debug, Clone)]
+pub struct Listed {
+    /// Key below the target's prefix, e.g. `chunks/ab/ab12…`.
+    pub key: String,
+    pub size: u64,
+    pub modified: DateTime<Utc>,
+}
+
+/// An open target.
+pub struct Target {
+    store: Arc<dyn ObjectStore>,
+    prefix: String,
+    /// The folder of a `file://` target (written objects are fsynced there).
+    local_root: Option<PathBuf>,
+    rt: tokio::runtime::Runtime,
+    display: String,
+    stats: Cell<RequestsCells>,
+    crash_after: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct RequestsCells {
+    put: u64,
+    get: u64,
+    list: u64,
+    delete: u64,
+    bytes_written: u64,
+    bytes_read: u64,
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Target")
+            .field("url", &self.display)
+            .finish()
+    }
+}
+
+impl Target {
+    /// Open `s3://bucket/prefix` (settings from the standard `AWS_*` variables) or
+    /// `file:///path` (the folder is created when `create`, else it must exist: a
+    /// disk that is not mounted must not silently become a folder on the host).
+    pub fn open(url: &str, create: bool) -> Result<Target> {
+        let not_configured = |why: String| Error::OffsiteNotConfigured(why);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(Error::io("start the I/O runtime for", PathBuf::from(url)))?;
+        let (store, prefix, local_root): (Arc<dyn ObjectStore>, String, Option<PathBuf>) =
+            if let Some(path) = url.strip_prefix("file://") {
+                if !path.starts_with('/') {
+                    return Err(not_configured(format!(
+                        "ATOCORE_OFFSITE_URL `{url}`: a folder target needs an absolute path, such as file:///mnt/backup/atocore"
+                    )));
+                }
+                let root = PathBuf::from(path);
+                if create {
+                    crate::durable::create_dir_all(&root)?;
+                } else if !root.is_dir() {
+                    return Err(not_configured(format!(
+                        "the target folder {} does not exist: is the disk mounted? (`offsite push` creates it)",
+                        root.display()
+                    )));
+                }
+                let fs = LocalFileSystem::new_with_prefix(&root).map_err(|e| {
+                    not_configured(format!("cannot use {} as a target: {e}", root.display()))
+                })?;
+                (Arc::new(fs), String::new(), Some(root))
+            } else if let Some(rest) = url.strip_prefix("s3://") {
+                let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+                if bucket.is_empty() {
+                    return Err(not_configured(format!(
+                        "ATOCORE_OFFSITE_URL `{url}` names no bucket: use s3://BUCKET/PREFIX"
+                    )));
+                }
+                let endpoint = std::env::var("AWS_ENDPOINT_URL")
+                    .or_else(|_| std::env::var("AWS_ENDPOINT"))
+                    .ok();
+                let allow_http = endpoint
+                    .as_deref()
+                    .is_some_and(|e| e.starts_with("http://"))
+                    || std::env::var("AWS_ALLOW_HTTP").is_ok_and(|v| truthy(&v));
+                let plain_http = endpoint
+                    .as_deref()
+                    .is_some_and(|e| e.starts_with("http://"));
+                let mut b = AmazonS3Builder::from_env()
+                    .with_bucket_name(bucket)
+                    .with_client_options(
+                        ClientOptions::new()
+                            .with_connect_timeout(Duration::from_secs(10))
+                            .with_timeout(Duration::from_secs(300))
+                            .with_allow_http(allow_http)
+                            // A plain-http endpoint needs no CA store (images built
+                            // FROM scratch have none).
+                            .with_no_system_certificates(plain_http),
+                    )
+                    .with_retry(RetryConfig {
+                        backoff: BackoffConfig {
+                            init_backoff: Duration::from_millis(100),
+                            max_backoff: Duration::from_secs(2),
+                            base: 2.0,
+                        },
+                        max_retries: 3,
+                        retry_timeout: Duration::from_secs(30),
+                    })
+                    .with_virtual_hosted_style_request(false);
+                if std::env::var("AWS_REGION").is_err()
+                    && std::env::var("AWS_DEFAULT_REGION").is_err()
+                {
+                    b = b.with_region("us-east-1");
+                }
+                if let Some(e) = endpoint {
+                    b = b.with_endpoint(e);
+                }
+                let s3 = b.build().map_err(|e| {
+                    not_configured(format!(
+                        "cannot use {url} as a target: {e}; for an https endpoint the CA certificates must be readable (in a container built FROM scratch mount the host's bundle: -v /etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt:ro)"
+                    ))
+                })?;
+                (Arc::new(s3), prefix.trim_matches('/').to_string(), None)
+            } else {
+                return Err(not_configured(format!(
+                    "ATOCORE_OFFSITE_URL `{url}` is neither s3://BUCKET/PREFIX nor file:///PATH"
+                )));
+            };
+        let crash_after = std::env::var(CRASH_ENV).ok().and_then(|v| v.parse().ok());
+        Ok(Target {
+            store,
+            prefix,
+            local_root,
+            rt,
+            display: url.to_string(),
+            stats: Cell::new(RequestsCells::default()),
+            crash_after,
+        })
+    }
+
+    /// The URL the target was opened with.
+    pub fn url(&self) -> &str {
+        &self.display
+    }
+
+    /// What this target was asked so far.
+    pub fn requests(&self) -> Requests {
+        let s = self.stats.get();
+        Requests {
+            put: s.put,
+            get: s.get,
+            list: s.list,
+            delete: s.delete,
+            bytes_written: s.bytes_written,
+            bytes_read: s.bytes_read,
+        }
+    }
+
+    fn count(&self, f: impl FnOnce(&mut RequestsCells)) {
+        let mut s = self.stats.get();
+        f(&mut s);
+        self.stats.set(s);
+    }
+
+    fn path(&self, key: &str) -> ObjectPath {
+        if self.prefix.is_empty() {
+            ObjectPath::from(key)
+        } else {
+            ObjectPath::from(format!("{}/{key}", self.prefix))
+        }
+    }
+
+    fn error(&self, key: &str, e: object_store::Error) -> Error {
+        match e {
+            object_store::Error::NotFound { .. } => Error::OffsiteObjectMissing {
+                object: key.to_string(),
+                target: self.display.clone(),
+            },
+            object_store::Error::PermissionDenied { .. }
+            | object_store::Error::Unauthenticated { .. } => Error::OffsiteDenied {
+                target: self.display.clone(),
+                why: e.to_string(),
+            },
+            other => Error::OffsiteUnreachable {
+                target: self.display.clone(),
+                why: format!("{key}: {other}"),
+            },
+        }
+    }
+
+    /// Write one object (whole, atomically on both kinds of target).
+    pub fn put(&self, key: &str, bytes: Vec<u8>) -> Result<()> {
+        self.put_many(vec![(key.to_string(), bytes)])
+    }
+
+    /// Write objects, [`PARALLEL`] at a time.
+    pub fn put_many(&self, items: Vec<(String, Vec<u8>)>) -> Result<()> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        let store = &self.store;
+        let jobs = items.into_iter().map(|(key, bytes)| {
+            let path = self.path(&key);
+            async move {
+                let n = bytes.len() as u64;
+                let r = store.put(&path, PutPayload::from(bytes)).await;
+                (key, n, r)
+            }
+        });
+        let results: Vec<_> = self
+            .rt
+            .block_on(stream::iter(jobs).buffer_unordered(PARALLEL).collect());
+        let mut first_err = None;
+        for (key, n, r) in results {
+            match r {
+                Ok(_) => {
+                    self.count(|s| {
+                        s.put += 1;
+                        s.bytes_written += n;
+                    });
+                    if let Some(root) = &self.local_root {
+                        let p = root.join(self.path(&key).as_ref());
+                        crate::durable::sync_path(&p)?;
+                        crate::durable::sync_parent(&p)?;
+                    }
+                    if self.crash_after.is_some_and(|c| self.stats.get().put >= c) {
+                        tracing::warn!(
+                            object = %key,
+                            "crash point reached: killing this process (test hook)"
+                        );
+                        // SAFETY: kill(2) on our own pid has no memory-safety preconditions.
+                        unsafe {
+                            libc::kill(libc::getpid(), libc::SIGKILL);
+                        }
+                    }
+                }
+                Err(e) => {
+                    if first_err.is_none() {
+                        first_err = Some(match e {
+                            object_store::Error::NotFound { .. } => {
+                                Error::OffsiteNotConfigured(format!(
+                                    "{}: writing {key} answered \"not found\": the bucket does not exist; create it (or fix ATOCORE_OFFSITE_URL) and retry",
+                                    self.display
+                                ))
+                            }
+                            e => self.error(&key, e),
+                        });
+                    }
+                }
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
+    /// Read one object; `None` when it does not exist.
+    pub fn get_optional(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        match self.get_many(&[key.to_string()]) {
+            Ok(mut v) => Ok(v.pop()),
+            Err(Error::OffsiteObjectMissing { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Read one object that must exist.
+    pub fn get(&self, key: &str) -> Result<Vec<u8>> {
+        Ok(self.get_many(&[key.to_string()])?.pop().unwrap_or_default())
+    }
+
+    /// Read objects, [`PARALLEL`] at a time, in the order asked.
+    pub fn get_many(&self, keys: &[String]) -> Result<Vec<Vec<u8>>> {
+        let store = &self.store;
+        let jobs = keys.iter().map(|key| {
+            let path = self.path(key);
+            async move {
+                let r = match store.get(&path).await {
+                    Ok(g) => g.bytes().await,
+                    Err(e) => Err(e),
+                };
+                (key, r)
+            }
+        });
+        let results: Vec<_> = self
+            .rt
+            .block_on(stream::iter(jobs).buffered(PARALLEL).collect());
+        let mut out = Vec::with_capacity(keys.len());
+        for (key, r) in results {
+            self.count(|s| s.get += 1);
+            let bytes = r.map_err(|e| self.error(key, e))?;
+            self.count(|s| s.bytes_read += bytes.len() as u64);
+            out.push(bytes.to_vec());
+        }
+        Ok(out)
+    }
+
+    /// Every object below `dir` (`""` for the whole target), in one listing.
+    pub fn list(&self, dir: &str) -> Result<Vec<Listed>> {
+        let prefix = match (self.prefix.is_empty(), dir.is_empty()) {
+            (true, true) => None,
+            (true, false) => Some(ObjectPath::from(dir)),
+            (false, true) => Some(ObjectPath::from(self.prefix.as_str())),
+            (false, false) => Some(self.path(dir)),
+        };
+        self.count(|s| s.list += 1);
+        let found: Vec<object_store::ObjectMeta> = self
+            .rt
+            .block_on(self.store.list(prefix.as_ref()).try_collect())
+            .map_err(|e| self.error(if dir.is_empty() { "/" } else { dir }, e))?;
+        let strip = if self.prefix.is_empty() {
+            String::new()
+        } else {
+            format!("{}/", self.prefix)
+        };
+        let mut out: Vec<Listed> = found
+            .into_iter()
+            .filter_map(|m| {
+                let key = m.location.as_ref().strip_prefix(&strip)?.to_string();
+                Some(Listed {
+                    key,
+                    size: m.size,
+                    modified: m.last_modified,
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    /// Delete objects, [`PARALLEL`] at a time. A missing object counts as deleted.
+    pub fn delete_many(&self, keys: &[String]) -> Result<()> {
+        let store = &self.store;
+        let jobs = keys.iter().map(|key| {
+            let path = self.path(key);
+            async move { (key, store.delete(&path).await) }
+        });
+        let results: Vec<_> = self
+            .rt
+            .block_on(stream::iter(jobs).buffer_unordered(PARALLEL).collect());
+        for (key, r) in results {
+            self.count(|s| s.delete += 1);
+            match r {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(self.error(key, e)),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `true`, `1`, `yes`, `on` (any case).
+pub fn truthy(v: &str) -> bool {
+    matches!(
+        v.trim().to_ascii_lowercase().as_str(),
+        "true" | "1" | "yes" | "on"
+    )
+}
