@@ -226,3 +226,36 @@ fn install_leaves_unusual_entries_alone() {
     ));
     assert_eq!(after, expected);
 }
+
+/// The one error line a people's command prints, without its timestamp and pid.
+fn error_line(stderr: &[u8]) -> String {
+    let text = String::from_utf8_lossy(stderr);
+    let line = text.lines().last().unwrap_or_default();
+    line.split_once(" error: ")
+        .map(|(_, m)| m.to_string())
+        .unwrap_or_else(|| panic!("no error line in {text:?}"))
+}
+
+#[test]
+fn the_main_errors_say_exactly_what_is_wrong() {
+    let mut env = Env::new("ftp://wrong");
+    let out = env.command().arg("status").output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+    assert_eq!(
+        error_line(&out.stderr),
+        "ATOCORE_URL=\"ftp://wrong\" is not valid: expected a plain http:// URL such as http://127.0.0.1:8100 (https is not built in: AtoCore is a local service)"
+    );
+    env.set("ATOCORE_URL", "http://127.0.0.1:9");
+    let missing = env.tmp.path().join("no-such-transcript.jsonl");
+    let out = env.command().arg("extract").arg(&missing).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+    assert_eq!(
+        error_line(&out.stderr),
+        format!(
+            "cannot read transcript `{}`: No such file or directory (os error 2)",
+            missing.display()
+        )
+    );
+}

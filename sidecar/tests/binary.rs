@@ -40,6 +40,21 @@ fn refuses_a_non_loopback_address_without_a_token() {
     );
     assert!(err.contains("ATOCORE_SIDECAR_TOKEN"), "{err}");
     assert!(out.stdout.is_empty());
+    // Besides the log line, one plain line says exactly what to do.
+    assert_eq!(
+        err.lines().last().unwrap(),
+        "atocore-sidecar: refusing to listen on 0.0.0.0:0 without a token: anyone who can reach it could restore or delete snapshots. Set ATOCORE_SIDECAR_TOKEN (e.g. `openssl rand -hex 32`) or listen on loopback (ATOCORE_SIDECAR_ADDR=127.0.0.1:8101)"
+    );
+
+    let out = sidecar()
+        .args(["--shutdown-secs", "soon"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "error: invalid value 'soon' for '--shutdown-secs <SHUTDOWN_SECS>': `soon` is not a duration (expected number at 0); write a number, or one with a unit: 90s, 2m, 1h\n\nFor more information, try '--help'.\n"
+    );
 
     let out = sidecar()
         .args(["--schedule", "0 6 * * 1", "--log-format", "text"])
