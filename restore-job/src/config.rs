@@ -5,8 +5,6 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::retention::Policy;
-
 /// The default storage root of an AtoCore install.
 pub const DEFAULT_STORAGE_ROOT: &str = "/srv/storage/atocore";
 
@@ -80,35 +78,6 @@ pub struct RetentionArgs {
         global = true
     )]
     pub keep_special_days: u32,
-}
-
-impl Default for RetentionArgs {
-    fn default() -> Self {
-        let p = Policy::default();
-        RetentionArgs {
-            keep_daily: p.daily,
-            keep_weekly: p.weekly,
-            keep_monthly: p.monthly,
-            keep_chroma_daily: p.chroma_daily,
-            keep_chroma_weekly: p.chroma_weekly,
-            keep_chroma_monthly: p.chroma_monthly,
-            keep_special_days: p.special_days,
-        }
-    }
-}
-
-impl From<&RetentionArgs> for Policy {
-    fn from(a: &RetentionArgs) -> Policy {
-        Policy {
-            daily: a.keep_daily,
-            weekly: a.keep_weekly,
-            monthly: a.keep_monthly,
-            chroma_daily: a.keep_chroma_daily,
-            chroma_weekly: a.keep_chroma_weekly,
-            chroma_monthly: a.keep_chroma_monthly,
-            special_days: a.keep_special_days,
-        }
-    }
 }
 
 /// The resolved, absolute paths of one AtoCore install.

@@ -22,6 +22,7 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use chrono::{DateTime, Datelike, TimeDelta, Utc};
 use serde::Serialize;
 
+use crate::config::RetentionArgs;
 use crate::metadata::Kind;
 use crate::stamp::Stamp;
 
@@ -208,6 +209,37 @@ pub fn plan(candidates: &[Candidate], policy: &Policy, now: DateTime<Utc>) -> Pl
     out.kept.sort();
     out.deleted.sort();
     out
+}
+
+/// The settings default to the policy's defaults.
+impl Default for RetentionArgs {
+    fn default() -> Self {
+        let p = Policy::default();
+        RetentionArgs {
+            keep_daily: p.daily,
+            keep_weekly: p.weekly,
+            keep_monthly: p.monthly,
+            keep_chroma_daily: p.chroma_daily,
+            keep_chroma_weekly: p.chroma_weekly,
+            keep_chroma_monthly: p.chroma_monthly,
+            keep_special_days: p.special_days,
+        }
+    }
+}
+
+/// The policy from its settings (flags with environment mirrors).
+impl From<&RetentionArgs> for Policy {
+    fn from(a: &RetentionArgs) -> Policy {
+        Policy {
+            daily: a.keep_daily,
+            weekly: a.keep_weekly,
+            monthly: a.keep_monthly,
+            chroma_daily: a.keep_chroma_daily,
+            chroma_weekly: a.keep_chroma_weekly,
+            chroma_monthly: a.keep_chroma_monthly,
+            special_days: a.keep_special_days,
+        }
+    }
 }
 
 #[cfg(test)]
