@@ -4,7 +4,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
@@ -236,6 +236,41 @@ pub fn set_owner_and_mtime(path: &Path, uid: u32, gid: u32, mtime_ns: Option<i12
         }
     }
     Ok(())
+}
+
+/// A snapshot folder under construction (`.STAMP.partial`), removed when dropped
+/// unless it was published ([`PartialDir::published`]): a failed or cancelled build
+/// leaves nothing behind.
+#[derive(Debug)]
+pub(crate) struct PartialDir {
+    dir: PathBuf,
+    armed: bool,
+}
+
+impl PartialDir {
+    /// Guard `dir` (already created by the caller).
+    pub(crate) fn guard(dir: &Path) -> PartialDir {
+        PartialDir {
+            dir: dir.to_path_buf(),
+            armed: true,
+        }
+    }
+
+    /// The folder was renamed to its stamp: keep it.
+    pub(crate) fn published(&mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for PartialDir {
+    fn drop(&mut self) {
+        if self.armed
+            && self.dir.exists()
+            && let Err(e) = fs::remove_dir_all(&self.dir)
+        {
+            tracing::error!(folder = %self.dir.display(), cause = %e, "could not remove the partial snapshot; remove it by hand");
+        }
+    }
 }
 
 /// The exclusive lock that serialises backup, restore and prune across processes

@@ -6,7 +6,6 @@
 use std::fs::{self, File};
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -34,23 +33,6 @@ pub struct FetchReport {
     pub warnings: Vec<String>,
     pub requests: Requests,
     pub next: String,
-}
-
-/// Removes the partial folder unless disarmed.
-struct Partial {
-    dir: PathBuf,
-    armed: bool,
-}
-
-impl Drop for Partial {
-    fn drop(&mut self) {
-        if self.armed
-            && self.dir.exists()
-            && let Err(e) = fs::remove_dir_all(&self.dir)
-        {
-            tracing::error!(folder = %self.dir.display(), cause = %e, "could not remove the partial snapshot; remove it by hand");
-        }
-    }
 }
 
 /// Fetch `which` (a stamp or `latest`).
@@ -140,10 +122,7 @@ pub fn fetch(
     }
 
     fs::create_dir(&partial_dir).map_err(Error::io("create", &partial_dir))?;
-    let mut guard = Partial {
-        dir: partial_dir.clone(),
-        armed: true,
-    };
+    let mut guard = durable::PartialDir::guard(&partial_dir);
     let opener = if config.encrypted { identity } else { None };
     let mut chunks = 0u64;
     for e in &index.entries {
@@ -219,7 +198,7 @@ pub fn fetch(
         });
     }
     fs::rename(&partial_dir, &final_dir).map_err(Error::io("publish", &final_dir))?;
-    guard.armed = false;
+    guard.published();
     durable::sync_parent(&final_dir)?;
     tracing::info!(stamp = %stamp, chunks, "fetched the snapshot from off-site and published it");
     Ok(FetchReport {

@@ -100,7 +100,7 @@ struct Build<'a> {
     stamp: Stamp,
     partial: PathBuf,
     /// Removes the partial folder unless the snapshot was published.
-    guard: PartialGuard,
+    guard: durable::PartialDir,
     hashes: Manifest,
     warnings: Vec<String>,
 }
@@ -143,10 +143,7 @@ impl<'a> Build<'a> {
         Ok(Build {
             paths,
             stamp,
-            guard: PartialGuard {
-                dir: partial.clone(),
-                armed: true,
-            },
+            guard: durable::PartialDir::guard(&partial),
             partial,
             hashes: Manifest::new(),
             warnings: Vec::new(),
@@ -336,7 +333,7 @@ impl<'a> Build<'a> {
         durable::sync_path(&self.partial)?;
         let final_dir = self.final_dir();
         fs::rename(&self.partial, &final_dir).map_err(Error::io("publish", &final_dir))?;
-        self.guard.armed = false;
+        self.guard.published();
         durable::sync_path(&self.paths.snapshots_dir())?;
         tracing::info!(
             stamp = %self.stamp,
@@ -360,22 +357,6 @@ fn newest_chroma_index(paths: &Paths, before: &Stamp) -> Option<(Index, PathBuf,
         let index: Index = durable::read_json(&dir.join(INDEX_FILE)).ok()??;
         Some((index, dir.join(CHROMA_REL), s.to_string()))
     })
-}
-
-/// Removes the partial folder unless the snapshot was published.
-struct PartialGuard {
-    dir: PathBuf,
-    armed: bool,
-}
-
-impl Drop for PartialGuard {
-    fn drop(&mut self) {
-        if self.armed
-            && let Err(e) = fs::remove_dir_all(&self.dir)
-        {
-            tracing::error!(folder = %self.dir.display(), cause = %e, "could not remove the partial snapshot; remove it by hand");
-        }
-    }
 }
 
 /// Resumes the quiesced writers when dropped, whatever happened.
