@@ -8,6 +8,7 @@ use std::time::Duration;
 use atocore_restore_job::config::{parse_duration_ms, parse_duration_secs};
 
 use atocore_restore_job::logging::LogFormat;
+use atocore_restore_job::offsite::OffsiteArgs;
 use atocore_restore_job::{Paths, Policy, RetentionArgs, StorageArgs};
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -25,6 +26,10 @@ pub struct Arguments {
     pub storage: StorageArgs,
     #[command(flatten)]
     pub retention: RetentionArgs,
+    /// Off-site replication (ATOCORE_OFFSITE_URL, ATOCORE_OFFSITE_RECIPIENTS, ...):
+    /// when a target is set, every valid snapshot is pushed after it is made.
+    #[command(flatten)]
+    pub offsite: OffsiteArgs,
 
     /// Address to listen on. Anything but loopback needs a token.
     #[arg(long, env = "ATOCORE_SIDECAR_ADDR", default_value = DEFAULT_ADDR, global = true)]
@@ -265,6 +270,8 @@ pub struct Config {
     /// `None`: no scheduled snapshots.
     pub schedule: Option<Schedule>,
     pub missed_run: MissedRun,
+    /// The off-site target, when one is set.
+    pub offsite: Option<OffsiteArgs>,
     pub catch_up_delay: Duration,
     pub stale_after: Duration,
     pub max_body_bytes: usize,
@@ -296,6 +303,14 @@ impl Config {
                 ));
             }
             Some(t) => Some(t.to_string()),
+        };
+        let offsite = if a.offsite.is_configured() {
+            a.offsite
+                .check()
+                .map_err(|e| Error::Config(format!("off-site replication: {e}")))?;
+            Some(a.offsite.clone())
+        } else {
+            None
         };
         if token.is_none() && !addr.ip().is_loopback() {
             return Err(Error::Config(format!(
@@ -356,6 +371,7 @@ impl Config {
             token,
             paths: Paths::from(&a.storage),
             policy: Policy::from(&a.retention),
+            offsite,
             atocore_container: a.container.clone(),
             restore_container: a.restore_container.clone(),
             atocore_url,

@@ -31,6 +31,9 @@ pub struct HealthReport {
     pub schedule: Option<ScheduleStatus>,
     /// The last line of `drills.jsonl`, as written.
     pub last_drill: Option<Value>,
+    /// Off-site replication, when a target is set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub offsite: Option<OffsiteStatus>,
     /// Why `status` is `degraded` (empty when `ok`).
     pub reasons: Vec<String>,
 }
@@ -42,6 +45,13 @@ pub struct LastBackup {
     pub include_chroma: bool,
     pub age_seconds: i64,
     pub valid: Option<bool>,
+}
+
+/// What `/health` says of off-site replication (since the sidecar started).
+#[derive(Debug, Clone, Serialize)]
+pub struct OffsiteStatus {
+    pub last_success_at: Option<String>,
+    pub last_failure_at: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -94,6 +104,21 @@ fn build(state: &State, s: &Summary, docker: Reachability, now: DateTime<Utc>) -
             next_includes_chroma: next.map(|f| f.include_chroma),
         }
     });
+    let offsite = state.config.offsite.as_ref().map(|_| {
+        let (ok, failed) = state.metrics.offsite_status();
+        if let Some(f) = failed
+            && ok.is_none_or(|o| f > o)
+        {
+            reasons.push(format!(
+                "the last off-site push failed ({}); see the sidecar's log, then POST /admin/offsite/push",
+                f.to_rfc3339_opts(SecondsFormat::Secs, true)
+            ));
+        }
+        OffsiteStatus {
+            last_success_at: ok.map(|t| t.to_rfc3339_opts(SecondsFormat::Secs, true)),
+            last_failure_at: failed.map(|t| t.to_rfc3339_opts(SecondsFormat::Secs, true)),
+        }
+    });
     HealthReport {
         status: if reasons.is_empty() { "ok" } else { "degraded" },
         service: "atocore-sidecar",
@@ -105,6 +130,7 @@ fn build(state: &State, s: &Summary, docker: Reachability, now: DateTime<Utc>) -
         operation: state.gate.running(),
         schedule,
         last_drill: s.last_drill.clone(),
+        offsite,
         reasons,
     }
 }

@@ -35,6 +35,11 @@ struct Counters {
     last_restore_downtime_ms: Option<u64>,
     drills: u64,
     drill_failures: u64,
+    offsite_pushes: u64,
+    offsite_push_failures: u64,
+    offsite_bytes_uploaded: u64,
+    last_offsite_push: Option<DateTime<Utc>>,
+    last_offsite_failure: Option<DateTime<Utc>>,
 }
 
 /// The in-memory counters.
@@ -94,6 +99,26 @@ impl Metrics {
                 c.last_restore_downtime_ms = downtime_ms;
             }
         });
+    }
+
+    /// `uploaded`: the bytes written by a successful push; `None` when it failed.
+    pub fn record_offsite_push(&self, uploaded: Option<u64>) {
+        self.with(|c| match uploaded {
+            Some(n) => {
+                c.offsite_pushes += 1;
+                c.offsite_bytes_uploaded += n;
+                c.last_offsite_push = Some(Utc::now());
+            }
+            None => {
+                c.offsite_push_failures += 1;
+                c.last_offsite_failure = Some(Utc::now());
+            }
+        });
+    }
+
+    /// When the last off-site push succeeded and when one last failed.
+    pub fn offsite_status(&self) -> (Option<DateTime<Utc>>, Option<DateTime<Utc>>) {
+        self.with(|c| (c.last_offsite_push, c.last_offsite_failure))
     }
 
     pub fn record_drill(&self, passed: bool) {
@@ -262,6 +287,29 @@ impl Metrics {
                 "atocore_restore_last_downtime_seconds",
                 "atocore's downtime during the last restore",
                 ms as f64 / 1000.0,
+            );
+        }
+
+        r.counter(
+            "atocore_offsite_pushes",
+            "Off-site pushes that succeeded since the sidecar started",
+            c.offsite_pushes,
+        );
+        r.counter(
+            "atocore_offsite_push_failures",
+            "Off-site pushes that failed since the sidecar started",
+            c.offsite_push_failures,
+        );
+        r.counter(
+            "atocore_offsite_uploaded_bytes",
+            "Bytes written to the off-site target since the sidecar started",
+            c.offsite_bytes_uploaded,
+        );
+        if let Some(t) = c.last_offsite_push {
+            r.gauge(
+                "atocore_offsite_last_success_timestamp_seconds",
+                "When the last off-site push succeeded",
+                ts(t),
             );
         }
 

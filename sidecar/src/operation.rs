@@ -11,6 +11,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use atocore_restore_job::offsite::list::RemoteList;
+use atocore_restore_job::offsite::push::PushReport;
 use atocore_restore_job::prune::PruneReport;
 use atocore_restore_job::{BackupHooks, BackupOptions, Kind, Metadata, Quiesce, prune, snapshot};
 use chrono::{DateTime, Utc};
@@ -173,6 +175,65 @@ pub(crate) async fn prune_with(
             ),
         }
         result.map_err(Error::from)
+    })
+    .await
+}
+
+/// Push every valid snapshot the off-site target lacks (`POST /admin/offsite/push`,
+/// and after each scheduled snapshot). [`Error::Engine`] with `offsite_not_configured`
+/// when no target is set.
+pub async fn offsite_push(state: &Arc<State>) -> Result<PushReport> {
+    let Some(offsite) = state.config.offsite.clone() else {
+        return Err(atocore_restore_job::Error::OffsiteNotConfigured(
+            "no target: set ATOCORE_OFFSITE_URL to s3://BUCKET/PREFIX or file:///PATH and restart the sidecar".into(),
+        )
+        .into());
+    };
+    let guard = state.begin("offsite push")?;
+    let st = Arc::clone(state);
+    blocking(state, Some(guard), "offsite push", move || {
+        let started = Instant::now();
+        let result = offsite.push_missing(&st.config.paths);
+        let duration_ms = started.elapsed().as_millis() as u64;
+        st.metrics.record_offsite_push(
+            result
+                .as_ref()
+                .ok()
+                .map(|r| r.pushed.iter().map(|p| p.bytes_written).sum::<u64>()),
+        );
+        match &result {
+            Ok(r) => tracing::info!(
+                op = "offsite push",
+                outcome = "ok",
+                pushed = r.pushed.len(),
+                already_there = r.already_there.len(),
+                duration_ms,
+                "off-site push finished"
+            ),
+            Err(e) => tracing::error!(
+                op = "offsite push",
+                outcome = "failed",
+                code = e.code(),
+                duration_ms,
+                cause = %e,
+                "off-site push failed; the next snapshot (or POST /admin/offsite/push) tries again"
+            ),
+        }
+        Ok(result?)
+    })
+    .await
+}
+
+/// The snapshots on the off-site target (`GET /admin/offsite`).
+pub async fn offsite_list(state: &Arc<State>) -> Result<RemoteList> {
+    let Some(offsite) = state.config.offsite.clone() else {
+        return Err(atocore_restore_job::Error::OffsiteNotConfigured(
+            "no target: set ATOCORE_OFFSITE_URL to s3://BUCKET/PREFIX or file:///PATH and restart the sidecar".into(),
+        )
+        .into());
+    };
+    blocking(state, None, "offsite list", move || {
+        Ok(offsite.list_remote()?)
     })
     .await
 }

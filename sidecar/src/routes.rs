@@ -43,6 +43,11 @@ struct BackupBody {
     include_chroma: bool,
 }
 
+/// A body with no fields (`{}` or nothing), as `POST /admin/offsite/push` takes.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EmptyBody {}
+
 /// Body of `POST /admin/backup/prune`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -137,6 +142,17 @@ async fn route(req: &Parts, body: &mut Option<Incoming>, state: &Arc<State>) -> 
                 }
                 Err(RestoreFailure::Refused(e)) => Err(e),
             }
+        }
+        ["admin", "offsite", "push"] => {
+            allow(req, "POST")?;
+            let _: EmptyBody = read(req, body, state).await?;
+            let r = operation::offsite_push(state).await?;
+            Ok(json::reply(StatusCode::OK, &r))
+        }
+        ["admin", "offsite"] => {
+            allow(req, "GET")?;
+            let r = operation::offsite_list(state).await?;
+            Ok(json::reply(StatusCode::OK, &r))
         }
         ["admin", "drill"] => {
             allow(req, "GET, POST")?;

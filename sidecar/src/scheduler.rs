@@ -148,6 +148,12 @@ async fn scheduled_run(state: &Arc<State>, fire: Fire, catch_up: bool) {
                         tracing::error!(cause = %e, "retention after the scheduled snapshot failed; it runs again after the next one")
                     }
                 }
+                // Off-site: every valid snapshot the target lacks (this one, and any
+                // missed while the target or the sidecar was down). Failures are
+                // logged and counted by the operation; the next run tries again.
+                if state.config.offsite.is_some() {
+                    let _ = operation::offsite_push(state).await;
+                }
                 return;
             }
             Err(

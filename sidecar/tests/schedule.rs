@@ -164,3 +164,45 @@ async fn no_catch_up_when_the_scheduled_snapshot_is_there() {
     state.shutdown.cancel();
     task.await.unwrap();
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_scheduled_snapshot_is_pushed_off_site_right_after() {
+    let (_dir, paths) = sample_root(200);
+    let remote = tempfile::tempdir().unwrap();
+    let mut s = Settings::for_root(&paths.storage_root);
+    s.unset("--no-schedule")
+        .set("--missed-run", "skip")
+        .set(
+            "--offsite-url",
+            &format!("file://{}", remote.path().display()),
+        )
+        .set("--offsite-unencrypted", "yes");
+    let state = State::new(s.config(), CancellationToken::new());
+    let clock = Arc::new(TokioClock::starting_at(t("2026-04-06T05:59:00Z")));
+    let task = tokio::spawn(schedule::run(Arc::clone(&state), clock));
+    let pushed = |stamp: &str| {
+        remote
+            .path()
+            .join(format!("snapshots/{stamp}.json"))
+            .is_file()
+    };
+    assert!(
+        until(Duration::from_secs(900), || stamps(&paths).len() == 1
+            && pushed(&stamps(&paths)[0])
+            && state.gate.running().is_none())
+        .await,
+        "the 06:00 snapshot was not pushed: local {:?}",
+        stamps(&paths)
+    );
+    let m = state.metrics.render(&atocore_sidecar::metrics::Scrape {
+        summary: &Default::default(),
+        docker_up: false,
+        operation_running: None,
+        paused: false,
+        next_run: None,
+        now: Utc::now(),
+    });
+    assert!(m.contains("atocore_offsite_pushes_total 1\n"), "{m}");
+    state.shutdown.cancel();
+    task.await.unwrap();
+}

@@ -10,5 +10,6 @@ mod bad_input;
 mod binary;
 mod concurrency;
 mod docker;
+mod offsite;
 mod orchestration;
 mod schedule;

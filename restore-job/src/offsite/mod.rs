@@ -71,6 +71,38 @@ impl OffsiteArgs {
     fn unencrypted(&self) -> bool {
         self.unencrypted.as_deref().is_some_and(store::truthy)
     }
+
+    /// Whether a target is set (`ATOCORE_OFFSITE_URL`).
+    pub fn is_configured(&self) -> bool {
+        self.url.as_deref().is_some_and(|u| !u.trim().is_empty())
+    }
+
+    /// Check the settings without touching the target: a target that parses, and
+    /// recipients (or an explicit `ATOCORE_OFFSITE_UNENCRYPTED`). A long-running caller
+    /// (the sidecar) checks this at start.
+    pub fn check(&self) -> Result<()> {
+        crypto::Sealer::from_settings(self.recipients.as_deref(), self.unencrypted())?;
+        let url = self.url.as_deref().unwrap_or_default().trim();
+        if !(url.starts_with("s3://") || url.starts_with("file://")) {
+            return Err(Error::Usage(format!(
+                "ATOCORE_OFFSITE_URL=`{url}`: expected s3://BUCKET/PREFIX or file:///PATH"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Push every valid local snapshot the target lacks (what the sidecar runs after
+    /// each snapshot, and what catches up after downtime).
+    pub fn push_missing(&self, paths: &Paths) -> Result<push::PushReport> {
+        let sealer = crypto::Sealer::from_settings(self.recipients.as_deref(), self.unencrypted())?;
+        let target = self.target(true)?;
+        push::push(paths, &target, &sealer, &push::Which::Missing, None)
+    }
+
+    /// The snapshots on the target.
+    pub fn list_remote(&self) -> Result<list::RemoteList> {
+        list::list(&self.target(false)?)
+    }
 }
 
 /// `offsite …`: the settings and one subcommand.
