@@ -30,15 +30,23 @@ use crypto::Identity;
 use format::{CONFIG_KEY, REPO_KEY_KEY, RepoConfig};
 use store::Target;
 
-/// Where to and how: the settings every `offsite` command shares.
+/// Where to and how: the settings every `offsite` command shares. The argument ids
+/// are prefixed so that, flattened into another command line (the sidecar's), they
+/// never merge with an argument of the same name (`healthcheck --url`).
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct OffsiteArgs {
     /// The target: s3://BUCKET/PREFIX (endpoint, region and credentials from the
     /// AWS_* variables) or file:///PATH.
-    #[arg(long = "offsite-url", env = "ATOCORE_OFFSITE_URL", global = true)]
+    #[arg(
+        id = "offsite_url",
+        long = "offsite-url",
+        env = "ATOCORE_OFFSITE_URL",
+        global = true
+    )]
     pub url: Option<String>,
     /// age X25519 public keys (age1…) to encrypt to, comma or whitespace separated.
     #[arg(
+        id = "offsite_recipients",
         long = "offsite-recipients",
         env = "ATOCORE_OFFSITE_RECIPIENTS",
         global = true
@@ -46,6 +54,7 @@ pub struct OffsiteArgs {
     pub recipients: Option<String>,
     /// Allow pushing without encryption (true/1/yes/on).
     #[arg(
+        id = "offsite_unencrypted",
         long = "offsite-unencrypted",
         env = "ATOCORE_OFFSITE_UNENCRYPTED",
         global = true
