@@ -305,9 +305,10 @@ impl Config {
             Some(t) => Some(t.to_string()),
         };
         let offsite = if a.offsite.is_configured() {
+            // The engine's off-site errors already say "off-site: ...".
             a.offsite
                 .check()
-                .map_err(|e| Error::Config(format!("off-site replication: {e}")))?;
+                .map_err(|e| Error::Config(e.to_string()))?;
             Some(a.offsite.clone())
         } else {
             None

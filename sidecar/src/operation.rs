@@ -11,6 +11,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use atocore_restore_job::offsite::OffsiteArgs;
 use atocore_restore_job::offsite::list::RemoteList;
 use atocore_restore_job::offsite::push::PushReport;
 use atocore_restore_job::prune::PruneReport;
@@ -183,12 +184,7 @@ pub(crate) async fn prune_with(
 /// and after each scheduled snapshot). [`Error::Engine`] with `offsite_not_configured`
 /// when no target is set.
 pub async fn offsite_push(state: &Arc<State>) -> Result<PushReport> {
-    let Some(offsite) = state.config.offsite.clone() else {
-        return Err(atocore_restore_job::Error::OffsiteNotConfigured(
-            "no target: set ATOCORE_OFFSITE_URL to s3://BUCKET/PREFIX or file:///PATH and restart the sidecar".into(),
-        )
-        .into());
-    };
+    let offsite = offsite_settings(state)?;
     let guard = state.begin("offsite push")?;
     let st = Arc::clone(state);
     blocking(state, Some(guard), "offsite push", move || {
@@ -226,14 +222,19 @@ pub async fn offsite_push(state: &Arc<State>) -> Result<PushReport> {
 
 /// The snapshots on the off-site target (`GET /admin/offsite`).
 pub async fn offsite_list(state: &Arc<State>) -> Result<RemoteList> {
-    let Some(offsite) = state.config.offsite.clone() else {
-        return Err(atocore_restore_job::Error::OffsiteNotConfigured(
-            "no target: set ATOCORE_OFFSITE_URL to s3://BUCKET/PREFIX or file:///PATH and restart the sidecar".into(),
-        )
-        .into());
-    };
+    let offsite = offsite_settings(state)?;
     blocking(state, None, "offsite list", move || {
         Ok(offsite.list_remote()?)
     })
     .await
+}
+
+/// The off-site settings, or `offsite_not_configured` when the sidecar has no target.
+fn offsite_settings(state: &State) -> Result<OffsiteArgs> {
+    state.config.offsite.clone().ok_or_else(|| {
+        atocore_restore_job::Error::OffsiteNotConfigured(
+            "no target: set ATOCORE_OFFSITE_URL to s3://BUCKET/PREFIX or file:///PATH and restart the sidecar".into(),
+        )
+        .into()
+    })
 }

@@ -115,7 +115,18 @@ fn a_target_without_recipients_is_refused_at_start() {
     assert_eq!(err.code(), "bad_config");
     let msg = err.to_string();
     assert!(
-        msg.starts_with("off-site replication: ") && msg.contains("ATOCORE_OFFSITE_RECIPIENTS"),
+        msg.starts_with("off-site: ") && msg.contains("ATOCORE_OFFSITE_RECIPIENTS"),
         "{msg}"
+    );
+    // A malformed target is refused at start too, not at the first push.
+    let mut s = Settings::for_root(root.path());
+    s.set("--offsite-url", "file://relative/folder")
+        .set("--offsite-unencrypted", "true");
+    let mut args = vec!["atocore-sidecar".to_string()];
+    args.extend(s.args());
+    let err = Config::parse_from(args).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "off-site: ATOCORE_OFFSITE_URL `file://relative/folder`: a folder target needs an absolute path, such as file:///mnt/backup/atocore"
     );
 }

@@ -91,12 +91,7 @@ impl OffsiteArgs {
     /// (the sidecar) checks this at start.
     pub fn check(&self) -> Result<()> {
         crypto::Sealer::from_settings(self.recipients.as_deref(), self.unencrypted())?;
-        let url = self.url.as_deref().unwrap_or_default().trim();
-        if !(url.starts_with("s3://") || url.starts_with("file://")) {
-            return Err(Error::Usage(format!(
-                "ATOCORE_OFFSITE_URL=`{url}`: expected s3://BUCKET/PREFIX or file:///PATH"
-            )));
-        }
+        store::Location::parse(self.url.as_deref().unwrap_or_default().trim())?;
         Ok(())
     }
 

@@ -75,6 +75,41 @@ impl std::fmt::Debug for Target {
     }
 }
 
+/// Where an `ATOCORE_OFFSITE_URL` points, checked without touching it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Location<'a> {
+    /// `file:///PATH`: a folder (absolute).
+    Folder(PathBuf),
+    /// `s3://BUCKET/PREFIX`.
+    S3 { bucket: &'a str, prefix: &'a str },
+}
+
+impl<'a> Location<'a> {
+    /// Parse a target URL; every malformed one is `offsite_not_configured`.
+    pub(crate) fn parse(url: &'a str) -> Result<Location<'a>> {
+        if let Some(path) = url.strip_prefix("file://") {
+            if !path.starts_with('/') {
+                return Err(Error::OffsiteNotConfigured(format!(
+                    "ATOCORE_OFFSITE_URL `{url}`: a folder target needs an absolute path, such as file:///mnt/backup/atocore"
+                )));
+            }
+            return Ok(Location::Folder(PathBuf::from(path)));
+        }
+        if let Some(rest) = url.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() {
+                return Err(Error::OffsiteNotConfigured(format!(
+                    "ATOCORE_OFFSITE_URL `{url}` names no bucket: use s3://BUCKET/PREFIX"
+                )));
+            }
+            return Ok(Location::S3 { bucket, prefix });
+        }
+        Err(Error::OffsiteNotConfigured(format!(
+            "ATOCORE_OFFSITE_URL `{url}` is neither s3://BUCKET/PREFIX nor file:///PATH"
+        )))
+    }
+}
+
 impl Target {
     /// Open `s3://bucket/prefix` (settings from the standard `AWS_*` variables) or
     /// `file:///path` (the folder is created when `create`, else it must exist: a
@@ -86,81 +121,68 @@ impl Target {
             .build()
             .map_err(Error::io("start the I/O runtime for", PathBuf::from(url)))?;
         let (store, prefix, local_root): (Arc<dyn ObjectStore>, String, Option<PathBuf>) =
-            if let Some(path) = url.strip_prefix("file://") {
-                if !path.starts_with('/') {
-                    return Err(not_configured(format!(
-                        "ATOCORE_OFFSITE_URL `{url}`: a folder target needs an absolute path, such as file:///mnt/backup/atocore"
-                    )));
+            match Location::parse(url)? {
+                Location::Folder(root) => {
+                    if create {
+                        crate::durable::create_dir_all(&root)?;
+                    } else if !root.is_dir() {
+                        return Err(not_configured(format!(
+                            "the target folder {} does not exist: is the disk mounted? (`offsite push` creates it)",
+                            root.display()
+                        )));
+                    }
+                    let fs = LocalFileSystem::new_with_prefix(&root).map_err(|e| {
+                        not_configured(format!("cannot use {} as a target: {e}", root.display()))
+                    })?;
+                    (Arc::new(fs), String::new(), Some(root))
                 }
-                let root = PathBuf::from(path);
-                if create {
-                    crate::durable::create_dir_all(&root)?;
-                } else if !root.is_dir() {
-                    return Err(not_configured(format!(
-                        "the target folder {} does not exist: is the disk mounted? (`offsite push` creates it)",
-                        root.display()
-                    )));
-                }
-                let fs = LocalFileSystem::new_with_prefix(&root).map_err(|e| {
-                    not_configured(format!("cannot use {} as a target: {e}", root.display()))
-                })?;
-                (Arc::new(fs), String::new(), Some(root))
-            } else if let Some(rest) = url.strip_prefix("s3://") {
-                let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-                if bucket.is_empty() {
-                    return Err(not_configured(format!(
-                        "ATOCORE_OFFSITE_URL `{url}` names no bucket: use s3://BUCKET/PREFIX"
-                    )));
-                }
-                let endpoint = std::env::var("AWS_ENDPOINT_URL")
-                    .or_else(|_| std::env::var("AWS_ENDPOINT"))
-                    .ok();
-                let allow_http = endpoint
-                    .as_deref()
-                    .is_some_and(|e| e.starts_with("http://"))
-                    || std::env::var("AWS_ALLOW_HTTP").is_ok_and(|v| truthy(&v));
-                let plain_http = endpoint
-                    .as_deref()
-                    .is_some_and(|e| e.starts_with("http://"));
-                let mut b = AmazonS3Builder::from_env()
-                    .with_bucket_name(bucket)
-                    .with_client_options(
-                        ClientOptions::new()
-                            .with_connect_timeout(Duration::from_secs(10))
-                            .with_timeout(Duration::from_secs(300))
-                            .with_allow_http(allow_http)
-                            // A plain-http endpoint needs no CA store (images built
-                            // FROM scratch have none).
-                            .with_no_system_certificates(plain_http),
-                    )
-                    .with_retry(RetryConfig {
-                        backoff: BackoffConfig {
-                            init_backoff: Duration::from_millis(100),
-                            max_backoff: Duration::from_secs(2),
-                            base: 2.0,
-                        },
-                        max_retries: 3,
-                        retry_timeout: Duration::from_secs(30),
-                    })
-                    .with_virtual_hosted_style_request(false);
-                if std::env::var("AWS_REGION").is_err()
-                    && std::env::var("AWS_DEFAULT_REGION").is_err()
-                {
-                    b = b.with_region("us-east-1");
-                }
-                if let Some(e) = endpoint {
-                    b = b.with_endpoint(e);
-                }
-                let s3 = b.build().map_err(|e| {
+                Location::S3 { bucket, prefix } => {
+                    let endpoint = std::env::var("AWS_ENDPOINT_URL")
+                        .or_else(|_| std::env::var("AWS_ENDPOINT"))
+                        .ok();
+                    let allow_http = endpoint
+                        .as_deref()
+                        .is_some_and(|e| e.starts_with("http://"))
+                        || std::env::var("AWS_ALLOW_HTTP").is_ok_and(|v| truthy(&v));
+                    let plain_http = endpoint
+                        .as_deref()
+                        .is_some_and(|e| e.starts_with("http://"));
+                    let mut b = AmazonS3Builder::from_env()
+                        .with_bucket_name(bucket)
+                        .with_client_options(
+                            ClientOptions::new()
+                                .with_connect_timeout(Duration::from_secs(10))
+                                .with_timeout(Duration::from_secs(300))
+                                .with_allow_http(allow_http)
+                                // A plain-http endpoint needs no CA store (images built
+                                // FROM scratch have none).
+                                .with_no_system_certificates(plain_http),
+                        )
+                        .with_retry(RetryConfig {
+                            backoff: BackoffConfig {
+                                init_backoff: Duration::from_millis(100),
+                                max_backoff: Duration::from_secs(2),
+                                base: 2.0,
+                            },
+                            max_retries: 3,
+                            retry_timeout: Duration::from_secs(30),
+                        })
+                        .with_virtual_hosted_style_request(false);
+                    if std::env::var("AWS_REGION").is_err()
+                        && std::env::var("AWS_DEFAULT_REGION").is_err()
+                    {
+                        b = b.with_region("us-east-1");
+                    }
+                    if let Some(e) = endpoint {
+                        b = b.with_endpoint(e);
+                    }
+                    let s3 = b.build().map_err(|e| {
                     not_configured(format!(
                         "cannot use {url} as a target: {e}; for an https endpoint the CA certificates must be readable (in a container built FROM scratch mount the host's bundle: -v /etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt:ro)"
                     ))
                 })?;
-                (Arc::new(s3), prefix.trim_matches('/').to_string(), None)
-            } else {
-                return Err(not_configured(format!(
-                    "ATOCORE_OFFSITE_URL `{url}` is neither s3://BUCKET/PREFIX nor file:///PATH"
-                )));
+                    (Arc::new(s3), prefix.trim_matches('/').to_string(), None)
+                }
             };
         let crash_after = std::env::var(CRASH_ENV).ok().and_then(|v| v.parse().ok());
         Ok(Target {
