@@ -153,47 +153,43 @@ pub(crate) fn keep_aside(paths: &Paths, aside: &Aside, why: String) -> Result<Fi
     }
     let folder = format!("{KEPT_PREFIX}{}", aside.restore_id);
     let live_name = |p: &Path| p.file_name().map(|n| n.to_os_string()).unwrap_or_default();
-    let mut moves: Vec<(PathBuf, PathBuf)> = Vec::new();
+    // Each move: from, to, and the kept folder it lands in (for chroma, the folder
+    // itself is the destination).
+    let mut moves: Vec<(PathBuf, PathBuf, PathBuf)> = Vec::new();
     let db_dir = parent_of(&paths.db).join(&folder);
     for suffix in ["", "-wal", "-journal"] {
         let mut name = live_name(&paths.db);
         name.push(suffix);
-        moves.push((with_suffix(&aside.db, suffix), db_dir.join(name)));
+        moves.push((
+            with_suffix(&aside.db, suffix),
+            db_dir.join(name),
+            db_dir.clone(),
+        ));
     }
+    let registry_dir = parent_of(&paths.registry).join(&folder);
     moves.push((
         aside.registry.clone(),
-        parent_of(&paths.registry)
-            .join(&folder)
-            .join(live_name(&paths.registry)),
+        registry_dir.join(live_name(&paths.registry)),
+        registry_dir,
     ));
     if let Some(c) = &aside.chroma {
-        moves.push((c.clone(), staging_dir(paths).join(&folder)));
+        let chroma_dir = staging_dir(paths).join(&folder);
+        moves.push((c.clone(), chroma_dir.clone(), chroma_dir));
     }
     let mut kept: Vec<PathBuf> = Vec::new();
-    for (from, to) in moves {
-        let folder_of = |p: &Path| {
-            if p.parent() == Some(staging_dir(paths).as_path()) {
-                p.to_path_buf()
-            } else {
-                parent_of(p)
+    for (from, to, kept_in) in moves {
+        // Already there: moved by an earlier, interrupted run.
+        if !to.exists() {
+            if !from.exists() {
+                continue;
             }
-        };
-        if to.exists() {
-            // Moved by an earlier, interrupted run.
-            if !kept.contains(&folder_of(&to)) {
-                kept.push(folder_of(&to));
-            }
-            continue;
+            durable::create_dir_all(&parent_of(&to))?;
+            rename_no_replace(&from, &to).map_err(Error::io("keep", &from))?;
+            durable::sync_parent(&to)?;
+            durable::sync_parent(&from)?;
         }
-        if !from.exists() {
-            continue;
-        }
-        durable::create_dir_all(&parent_of(&to))?;
-        rename_no_replace(&from, &to).map_err(Error::io("keep", &from))?;
-        durable::sync_parent(&to)?;
-        durable::sync_parent(&from)?;
-        if !kept.contains(&folder_of(&to)) {
-            kept.push(folder_of(&to));
+        if !kept.contains(&kept_in) {
+            kept.push(kept_in);
         }
     }
     let record = serde_json::json!({
