@@ -17,6 +17,7 @@ use crate::metadata::Kind;
 use crate::snapshot::{self, BackupHooks, BackupOptions};
 use serde::{Deserialize, Serialize};
 
+use super::stage::remove_staging_if_empty;
 use super::swap::{parent_of, rename_no_replace};
 
 /// What [`finalize`] did with the live state a restore set aside.
@@ -212,12 +213,4 @@ pub(crate) fn keep_aside(paths: &Paths, aside: &Aside, why: String) -> Result<Fi
         )],
         kept,
     })
-}
-
-pub(crate) fn remove_staging_if_empty(paths: &Paths) {
-    if let Ok(mut rd) = fs::read_dir(staging_dir(paths))
-        && rd.next().is_none()
-    {
-        let _ = fs::remove_dir(staging_dir(paths));
-    }
 }

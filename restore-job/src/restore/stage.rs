@@ -36,11 +36,13 @@ pub(crate) fn clear_staging(paths: &Paths) {
     let _ = fs::remove_file(restore_tmp(&paths.registry));
     let _ = fs::remove_dir_all(staging_dir(paths).join("new"));
     let _ = fs::remove_file(staged_path(paths));
-    if let Ok(mut rd) = fs::read_dir(staging_dir(paths))
-        && rd.next().is_none()
-    {
-        let _ = fs::remove_dir(staging_dir(paths));
-    }
+    remove_staging_if_empty(paths);
+}
+
+/// Remove the staging folder inside the live chroma directory when nothing is left in
+/// it (`rmdir` refuses a folder that is not empty, so this never removes content).
+pub(crate) fn remove_staging_if_empty(paths: &Paths) {
+    let _ = fs::remove_dir(staging_dir(paths));
 }
 
 pub(crate) fn counts_match(f: &db::DbFacts, meta: &Metadata) -> bool {
