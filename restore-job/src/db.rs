@@ -17,6 +17,7 @@ use rusqlite::backup::{Backup, StepResult};
 use rusqlite::{Connection, OpenFlags};
 
 use crate::error::{Error, Result};
+use crate::layout::with_suffix;
 
 /// Pages copied per backup step; cancellation and the deadline are checked between steps.
 const PAGES_PER_STEP: i32 = 16384;
@@ -206,12 +207,13 @@ pub fn check_file(path: &Path) -> (Vec<String>, Option<DbFacts>) {
 
 /// The files SQLite keeps beside a database: its `-wal`, `-shm` and `-journal`.
 pub fn wal_shm_and_journal(db: &Path) -> [PathBuf; 3] {
-    let with = |suffix: &str| {
-        let mut s = db.as_os_str().to_os_string();
-        s.push(suffix);
-        PathBuf::from(s)
-    };
-    [with("-wal"), with("-shm"), with("-journal")]
+    ["-wal", "-shm", "-journal"].map(|suffix| with_suffix(db, suffix))
+}
+
+/// A database file followed by its `-wal`, `-shm` and `-journal` (all four paths,
+/// present or not).
+pub(crate) fn with_companions(db: &Path) -> impl Iterator<Item = PathBuf> {
+    std::iter::once(db.to_path_buf()).chain(wal_shm_and_journal(db))
 }
 
 // SQLite's unix VFS lock layout (os_unix.c): a connection to a WAL database holds a

@@ -131,15 +131,10 @@ fn holds_data(p: &Path) -> bool {
 /// Every path of an aside copy (the database with its journals, the registry, the
 /// chroma folder), present or not.
 pub(crate) fn aside_files(aside: &Aside) -> Vec<PathBuf> {
-    let mut v = vec![
-        aside.db.clone(),
-        with_suffix(&aside.db, "-wal"),
-        with_suffix(&aside.db, "-shm"),
-        with_suffix(&aside.db, "-journal"),
-        aside.registry.clone(),
-    ];
-    v.extend(aside.chroma.clone());
-    v
+    crate::db::with_companions(&aside.db)
+        .chain(std::iter::once(aside.registry.clone()))
+        .chain(aside.chroma.clone())
+        .collect()
 }
 
 /// Move the set-aside files, untouched, into `atocore-pre-restore-kept-<id>` folders

@@ -77,13 +77,7 @@ pub(crate) fn move_leftovers(
     chroma: bool,
 ) -> Result<Vec<String>> {
     let folder = format!("{LEFTOVER_PREFIX}{id}");
-    let db = aside_db(paths);
-    let mut candidates = vec![
-        db.clone(),
-        with_suffix(&db, "-wal"),
-        with_suffix(&db, "-shm"),
-        with_suffix(&db, "-journal"),
-    ];
+    let mut candidates: Vec<PathBuf> = crate::db::with_companions(&aside_db(paths)).collect();
     if registry {
         candidates.push(aside_registry(paths));
     }
