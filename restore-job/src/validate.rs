@@ -17,7 +17,7 @@ use crate::chroma::{self, Index};
 use crate::config::Paths;
 use crate::db;
 use crate::durable;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::layout::MANIFEST_FILE;
 use crate::layout::METADATA_FILE;
 use crate::layout::{CHROMA_REL, DB_REL, REGISTRY_REL};
@@ -43,10 +43,17 @@ pub struct ValidationReport {
     pub warnings: Vec<String>,
 }
 
-/// Fully validate one snapshot. A well-formed stamp without a folder reports
-/// `snapshot_missing`.
+/// Fully validate one snapshot. A stamp with no folder is a mistake in the request
+/// ([`Error::UnknownStamp`]: exit 2, HTTP 404), not a snapshot that failed validation.
 pub fn validate(paths: &Paths, stamp: &Stamp) -> Result<ValidationReport> {
-    Ok(validate_dir(&paths.snapshot_dir(stamp), stamp.as_str()))
+    let dir = paths.snapshot_dir(stamp);
+    if !dir.is_dir() {
+        return Err(Error::UnknownStamp {
+            stamp: stamp.to_string(),
+            dir: paths.snapshots_dir(),
+        });
+    }
+    Ok(validate_dir(&dir, stamp.as_str()))
 }
 
 /// Fully validate the snapshot folder `dir`.

@@ -202,13 +202,6 @@ async fn list(state: &Arc<State>) -> Result<Reply> {
 async fn validate(state: &Arc<State>, stamp: &str) -> Result<Reply> {
     let stamp = Stamp::parse(stamp)?;
     let paths = state.config.paths.clone();
-    if !paths.snapshot_dir(&stamp).is_dir() {
-        return Err(atocore_restore_job::Error::UnknownStamp {
-            stamp: stamp.to_string(),
-            dir: paths.snapshots_dir(),
-        }
-        .into());
-    }
     let report = tokio::task::spawn_blocking(move || validate::validate(&paths, &stamp))
         .await
         .map_err(|e| Error::Internal(format!("validating: {e}")))??;
