@@ -18,14 +18,133 @@ use rusqlite::{Connection, OpenFlags};
 
 use crate::error::{Error, Result};
 use crate::layout::with_suffix;
+use crate::metadata::SnapshotWal;
 
 /// Pages copied per backup step; cancellation and the deadline are checked between steps.
 const PAGES_PER_STEP: i32 = 16384;
 
-/// What the online backup produced.
+/// What a database copy produced.
 #[derive(Debug, Clone)]
 pub struct BackupOutcome {
     pub page_count: u64,
+    /// Where the copy stands in the live WAL (copies by [`copy_at_pin`] only).
+    pub wal: Option<SnapshotWal>,
+}
+
+/// Copy the live database at `src` into `dst` at kernel speed, as of one commit:
+///
+/// 1. take the write lock for a moment (`BEGIN IMMEDIATE` on a second connection), pin
+///    a read transaction, and copy the WAL's committed frames (all of them: no writer
+///    can be mid-transaction) beside the copy as its `-wal`; let writers go;
+/// 2. copy the database file with the kernel (`copy_file_range`). A checkpoint may
+///    write frames up to the pin into it meanwhile, but never past the pin, and never
+///    restart the WAL under a reader that uses it;
+/// 3. end the pin, open the copy: SQLite recovers its `-wal` and a checkpoint puts every
+///    frame into the file, so pages caught mid-checkpoint are rewritten with their
+///    committed content. The checkpoint must count exactly the frames copied.
+///
+/// A database not in WAL mode is copied under its shared lock (writers wait, as they
+/// would for any reader).
+pub fn copy_at_pin(
+    src: &Path,
+    dst: &Path,
+    timeout: Duration,
+    keep_going: &dyn Fn() -> bool,
+) -> Result<BackupOutcome> {
+    if !src.exists() {
+        return Err(Error::MissingDatabase(src.to_path_buf()));
+    }
+    let open = || -> Result<Connection> {
+        let c = Connection::open_with_flags(
+            src,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(Error::sqlite("open", src))?;
+        c.busy_timeout(timeout.min(Duration::from_secs(30)))
+            .map_err(Error::sqlite("set busy timeout on", src))?;
+        c.set_db_config(
+            rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
+            true,
+        )
+        .map_err(Error::sqlite("configure", src))?;
+        Ok(c)
+    };
+    let source = open()?;
+    let mode: String = source
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .map_err(Error::sqlite("read the journal mode of", src))?;
+    let wal_mode = mode.eq_ignore_ascii_case("wal");
+    let gate = open()?;
+    if wal_mode {
+        gate.execute_batch("BEGIN IMMEDIATE")
+            .map_err(Error::sqlite("take the write lock on", src))?;
+    }
+    source
+        .execute_batch("BEGIN DEFERRED; SELECT 1 FROM sqlite_schema LIMIT 1;")
+        .map_err(Error::sqlite("begin a read snapshot on", src))?;
+    let pinned = chrono::Utc::now();
+    // Under the write lock: the WAL ends at the pinned snapshot.
+    let copied = if wal_mode {
+        let r = copy_committed_frames(src, dst);
+        gate.execute_batch("ROLLBACK")
+            .map_err(Error::sqlite("release the write lock on", src))?;
+        r?
+    } else {
+        (None, None)
+    };
+    drop(gate);
+    let (position, wal) = copied;
+    if !keep_going() {
+        return Err(Error::Cancelled("the backup"));
+    }
+    std::fs::copy(src, dst).map_err(Error::io("copy", src))?;
+    source
+        .execute_batch("COMMIT;")
+        .map_err(Error::sqlite("end the read snapshot on", src))?;
+    drop(source);
+    if let Some(w) = wal {
+        w.checkpoint()?;
+    }
+    let page_count: i64 = open_immutable(dst)?
+        .query_row("PRAGMA page_count", [], |r| r.get(0))
+        .map_err(Error::sqlite("count pages of", dst))?;
+    Ok(BackupOutcome {
+        page_count: page_count.max(0) as u64,
+        wal: Some(SnapshotWal {
+            method: "copy".into(),
+            position,
+            pinned_at: pinned.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            pinned_ms: pinned.timestamp_millis(),
+        }),
+    })
+}
+
+/// Copy the committed frames of the live WAL beside `dst` as its `-wal`: the position
+/// after them, and the writer to checkpoint once the database file is copied (none when
+/// there is no frame).
+fn copy_committed_frames(
+    src: &Path,
+    dst: &Path,
+) -> Result<(
+    Option<crate::wal::WalPosition>,
+    Option<crate::wal::replay::WalWriter>,
+)> {
+    use crate::wal::format::{WalFile, start_of};
+    use crate::wal::replay::WalWriter;
+    let Some(w) = WalFile::open(&with_suffix(src, "-wal"))? else {
+        return Ok((None, None));
+    };
+    let Some(h) = w.header() else {
+        return Ok((None, None));
+    };
+    let mut out: Option<WalWriter> = None;
+    let end = w.copy_committed(&h, start_of(&h), &mut |f| {
+        if out.is_none() {
+            out = Some(WalWriter::create(dst, &h)?);
+        }
+        out.as_mut().expect("created above").push(&f.bytes)
+    })?;
+    Ok((Some(end), out))
 }
 
 /// Copy the live database at `src` into a new file `dst` with the online backup API.
@@ -114,7 +233,10 @@ pub fn online_backup(
     if let Err(e) = source.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
         tracing::debug!(cause = %e, "passive checkpoint after backup failed");
     }
-    Ok(BackupOutcome { page_count })
+    Ok(BackupOutcome {
+        page_count,
+        wal: None,
+    })
 }
 
 /// Open a snapshot's database read-only and immutable: no `-wal`/`-shm` is created

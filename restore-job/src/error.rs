@@ -167,6 +167,19 @@ pub enum Error {
         "no snapshot `{stamp}` on {target}; run `atocore-restore-job offsite list` to see the stamps there"
     )]
     OffsiteUnknownStamp { stamp: String, target: String },
+
+    /// Captured WAL frames that do not chain (a damaged or missing segment): the
+    /// database cannot be brought to the moment asked for from this generation.
+    #[error(
+        "the captured WAL for {what} is broken: {why}; pick another moment (`atocore-restore-job list` shows the recoverable windows) or restore a snapshot"
+    )]
+    WalChainBroken { what: String, why: String },
+
+    /// No snapshot and no captured WAL reach the moment asked for.
+    #[error(
+        "nothing can restore the database to {at}: {why}; `atocore-restore-job list` shows the snapshots and the recoverable windows"
+    )]
+    NoPointInTime { at: String, why: String },
 }
 
 /// Every error code with its CLI exit code and HTTP status. Codes not listed (from
@@ -197,6 +210,8 @@ pub const CODES: &[(&str, u8, u16)] = &[
     ("offsite_object_missing", 1, 422),
     ("offsite_object_damaged", 1, 422),
     ("offsite_wrong_key", 1, 422),
+    ("wal_chain_broken", 1, 422),
+    ("no_point_in_time", 2, 404),
 ];
 
 /// The CLI exit code of an error code ([`CODES`]).
@@ -254,6 +269,8 @@ impl Error {
             Error::OffsiteObjectDamaged { .. } => "offsite_object_damaged",
             Error::OffsiteWrongKey { .. } => "offsite_wrong_key",
             Error::OffsiteUnknownStamp { .. } => "offsite_unknown_stamp",
+            Error::WalChainBroken { .. } => "wal_chain_broken",
+            Error::NoPointInTime { .. } => "no_point_in_time",
         }
     }
 
@@ -365,6 +382,14 @@ mod tests {
             Error::OffsiteUnknownStamp {
                 stamp: "s".into(),
                 target: "t".into(),
+            },
+            Error::WalChainBroken {
+                what: "w".into(),
+                why: "w".into(),
+            },
+            Error::NoPointInTime {
+                at: "t".into(),
+                why: "w".into(),
             },
         ];
         for e in &all {

@@ -47,6 +47,7 @@ pub mod sample;
 pub mod snapshot;
 pub mod stamp;
 pub mod validate;
+pub mod wal;
 
 pub use config::{Paths, RetentionArgs, StorageArgs};
 pub use db::open_immutable;

@@ -26,12 +26,15 @@ pub enum Kind {
     Scheduled,
     PreRestore,
     Drill,
+    /// The database rebuilt at a moment from a snapshot and the captured WAL.
+    PointInTime,
 }
 
 impl Kind {
-    /// `pre-restore` and `drill` snapshots are kept by age, not by the calendar buckets.
+    /// `pre-restore`, `drill` and `point-in-time` snapshots are kept by age, not by the
+    /// calendar buckets.
     pub fn is_special(self) -> bool {
-        matches!(self, Kind::PreRestore | Kind::Drill)
+        matches!(self, Kind::PreRestore | Kind::Drill | Kind::PointInTime)
     }
 
     pub fn as_str(self) -> &'static str {
@@ -40,6 +43,7 @@ impl Kind {
             Kind::Scheduled => "scheduled",
             Kind::PreRestore => "pre-restore",
             Kind::Drill => "drill",
+            Kind::PointInTime => "point-in-time",
         }
     }
 }
@@ -52,8 +56,9 @@ impl std::str::FromStr for Kind {
             "scheduled" => Ok(Kind::Scheduled),
             "pre-restore" => Ok(Kind::PreRestore),
             "drill" => Ok(Kind::Drill),
+            "point-in-time" => Ok(Kind::PointInTime),
             _ => Err(format!(
-                "unknown kind `{s}`: use manual, scheduled, pre-restore or drill"
+                "unknown kind `{s}`: use manual, scheduled, pre-restore, drill or point-in-time"
             )),
         }
     }
@@ -153,9 +158,46 @@ pub struct Metadata {
     pub chroma_consistent: Option<bool>,
     #[serde(default)]
     pub chroma_changed_paths: Option<Vec<String>>,
+    /// How the database was copied and where in the live WAL the copy stands (a base
+    /// for point-in-time replay). Absent for snapshots made by the SQLite backup API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wal: Option<SnapshotWal>,
+    /// For a `point-in-time` snapshot: the moment asked for and what it was built from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub point_in_time: Option<PointInTime>,
     /// Fields written by other versions are kept as they are.
     #[serde(flatten)]
     pub extra: BTreeMap<String, serde_json::Value>,
+}
+
+/// Where a snapshot's database copy stands in the live WAL.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SnapshotWal {
+    /// `copy`: the file copied under a pinned read transaction, then the WAL's frames
+    /// up to the pin replayed into it by SQLite.
+    pub method: String,
+    /// The WAL position the copy equals (none when the WAL was empty or absent).
+    pub position: Option<crate::wal::WalPosition>,
+    /// When the read transaction was pinned (every commit before it is in the copy).
+    pub pinned_at: String,
+    pub pinned_ms: i64,
+}
+
+/// What a `point-in-time` snapshot was rebuilt from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PointInTime {
+    /// The moment asked for.
+    pub at: String,
+    /// The moment the database was brought to: the capture time of the last segment
+    /// replayed (or the base's pin when none was).
+    pub restored_to: String,
+    /// The snapshot whose database the replay started from.
+    pub base: String,
+    /// The snapshot the registry and chroma come from.
+    pub files_from: String,
+    pub generation: Option<String>,
+    pub segments_replayed: u64,
+    pub frames_replayed: u64,
 }
 
 impl Metadata {

@@ -19,7 +19,13 @@ use serde_json::Value;
 
 use crate::summary::Summary;
 
-const KINDS: [Kind; 4] = [Kind::Manual, Kind::Scheduled, Kind::PreRestore, Kind::Drill];
+const KINDS: [Kind; 5] = [
+    Kind::Manual,
+    Kind::Scheduled,
+    Kind::PreRestore,
+    Kind::Drill,
+    Kind::PointInTime,
+];
 
 #[derive(Debug, Default, Clone)]
 struct Counters {

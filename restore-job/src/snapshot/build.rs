@@ -88,6 +88,8 @@ pub(crate) fn backup_locked(
         warnings: std::mem::take(&mut b.warnings),
         chroma_consistent: chroma.as_ref().map(|c| c.changed.is_empty()),
         chroma_changed_paths: chroma.map(|c| c.changed),
+        wal: db.wal,
+        point_in_time: None,
         extra: BTreeMap::new(),
     };
     b.publish(&meta, opts, copy_ms, validate_ms)?;
@@ -113,6 +115,7 @@ struct DbCopy {
     /// The live file's mode and owner.
     attrs: FileAttrs,
     size: u64,
+    wal: Option<crate::metadata::SnapshotWal>,
 }
 
 /// The chroma copy.
@@ -160,7 +163,10 @@ impl<'a> Build<'a> {
         durable::create_dir_all(&self.partial.join("db"))?;
         let out = self.partial.join(DB_REL);
         let m = fs::metadata(live).map_err(Error::io("stat", live))?;
-        let outcome = db::online_backup(live, &out, opts.timeout, hooks.keep_going)?;
+        let outcome = match std::env::var("ATOCORE_BACKUP_METHOD").as_deref() {
+            Ok("sqlite-backup") => db::online_backup(live, &out, opts.timeout, hooks.keep_going)?,
+            _ => db::copy_at_pin(live, &out, opts.timeout, hooks.keep_going)?,
+        };
         let size = fs::metadata(&out).map_err(Error::io("stat", &out))?.len();
         Ok(DbCopy {
             out,
@@ -171,6 +177,7 @@ impl<'a> Build<'a> {
                 gid: m.gid(),
             },
             size,
+            wal: outcome.wal,
         })
     }
 
@@ -368,4 +375,116 @@ impl Drop for Resume<'_, '_> {
             q.resume();
         }
     }
+}
+
+/// Build a snapshot whose database is made by `make_db` from a copy of `base`'s, with
+/// `base`'s registry and chroma (hard links: published snapshot files never change),
+/// checked like every other snapshot and published as `point-in-time`. The backups
+/// lock must be held.
+pub(crate) fn derive_locked(
+    paths: &Paths,
+    base_stamp: &Stamp,
+    mut info: crate::metadata::PointInTime,
+    make_db: &dyn Fn(&std::path::Path) -> Result<u64>,
+) -> Result<Metadata> {
+    let started = Instant::now();
+    let base_dir = paths.snapshot_dir(base_stamp);
+    let base = super::metadata_of(paths, base_stamp)?;
+    let base_manifest = match manifest::read(&base_dir)? {
+        Some(Ok(m)) => m,
+        _ => {
+            return Err(Error::InvalidSnapshot {
+                stamp: base_stamp.to_string(),
+                codes: vec!["manifest_missing_or_invalid".into()],
+            });
+        }
+    };
+    let mut b = Build::start(paths)?;
+    durable::create_dir_all(&b.partial.join("db"))?;
+    let out = b.partial.join(DB_REL);
+    fs::copy(base_dir.join(DB_REL), &out).map_err(Error::io("copy", base_dir.join(DB_REL)))?;
+    info.frames_replayed = make_db(&out)?;
+    let copy_ms = started.elapsed().as_millis() as u64;
+    // Everything else is the base's, byte for byte: link it and take its hashes.
+    for (rel, hash) in &base_manifest {
+        if rel == DB_REL {
+            continue;
+        }
+        let (from, to) = (base_dir.join(rel), b.partial.join(rel));
+        if let Some(parent) = to.parent() {
+            durable::create_dir_all(parent)?;
+        }
+        fs::hard_link(&from, &to)
+            .or_else(|_| fs::copy(&from, &to).map(|_| ()))
+            .map_err(Error::io("link", &from))?;
+        b.hashes.insert(rel.clone(), hash.clone());
+    }
+    if base.has_chroma() {
+        link_empty_dirs(&base_dir.join(CHROMA_REL), &b.partial.join(CHROMA_REL))?;
+    }
+    let size = fs::metadata(&out).map_err(Error::io("stat", &out))?.len();
+    let (problems, facts) = db::check_file(&out);
+    let facts = match facts {
+        Some(f) if problems.is_empty() => f,
+        _ => {
+            return Err(Error::NewSnapshotInvalid(
+                problems
+                    .iter()
+                    .map(|p| format!("db_integrity_check_failed:{p}"))
+                    .collect(),
+            ));
+        }
+    };
+    durable::sync_path(&out)?;
+    b.hashes
+        .insert(DB_REL.to_string(), durable::sha256_file(&out)?);
+    manifest::write(&b.partial, &b.hashes)?;
+    let final_dir = b.final_dir();
+    let meta = Metadata {
+        stamp: b.stamp.to_string(),
+        created_at: b.stamp.time().to_rfc3339_opts(SecondsFormat::Secs, true),
+        backup_root: final_dir.display().to_string(),
+        db_snapshot_path: final_dir.join(DB_REL).display().to_string(),
+        db_size_bytes: size,
+        registry_snapshot_path: base
+            .has_registry()
+            .then(|| final_dir.join(REGISTRY_REL).display().to_string()),
+        chroma_snapshot_path: base
+            .has_chroma()
+            .then(|| final_dir.join(CHROMA_REL).display().to_string()),
+        include_chroma: base.has_chroma(),
+        kind: Some(crate::metadata::Kind::PointInTime),
+        format_version: Some(FORMAT_VERSION),
+        tool: Some(Tool {
+            name: "atocore-restore-job".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+        }),
+        duration_ms: Some(started.elapsed().as_millis() as u64),
+        copy_ms: Some(copy_ms),
+        validated_at: Some(Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true)),
+        row_counts: Some(facts.row_counts),
+        db_page_count: Some(facts.page_count),
+        warnings: Vec::new(),
+        wal: None,
+        point_in_time: Some(info),
+        ..base
+    };
+    let opts = BackupOptions {
+        kind: crate::metadata::Kind::PointInTime,
+        ..BackupOptions::default()
+    };
+    b.publish(&meta, &opts, copy_ms, 0)?;
+    Ok(meta)
+}
+
+/// Recreate the empty folders of a chroma tree (files are linked by the manifest walk).
+fn link_empty_dirs(from: &std::path::Path, to: &std::path::Path) -> Result<()> {
+    durable::create_dir_all(to)?;
+    for e in fs::read_dir(from).map_err(Error::io("list", from))? {
+        let e = e.map_err(Error::io("list", from))?;
+        if e.file_type().map_err(Error::io("stat", e.path()))?.is_dir() {
+            link_empty_dirs(&e.path(), &to.join(e.file_name()))?;
+        }
+    }
+    Ok(())
 }

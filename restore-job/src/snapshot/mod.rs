@@ -241,3 +241,16 @@ pub fn metadata_of(paths: &Paths, stamp: &Stamp) -> Result<Metadata> {
         codes: vec!["metadata_invalid_json".into()],
     })
 }
+
+/// Publish a `point-in-time` snapshot: `base`'s registry and chroma with a database
+/// made by `make_db` from a copy of `base`'s (it returns the WAL frames it replayed).
+/// Takes the backups lock.
+pub fn derive(
+    paths: &Paths,
+    base: &Stamp,
+    info: metadata::PointInTime,
+    make_db: &dyn Fn(&std::path::Path) -> Result<u64>,
+) -> Result<Metadata> {
+    let _lock = BackupLock::acquire(&paths.backup_dir)?;
+    build::derive_locked(paths, base, info, make_db)
+}

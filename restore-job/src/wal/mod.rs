@@ -1,0 +1,13 @@
+//! Point-in-time recovery: the live WAL captured frame by frame ([`stream`]), kept as
+//! segments of generations ([`segment`], [`generation`]), and replayed onto a snapshot
+//! to rebuild the database as it was at any captured moment ([`replay`], [`pitr`]).
+
+pub mod format;
+pub mod generation;
+pub mod pitr;
+pub mod replay;
+pub mod segment;
+pub mod stream;
+
+pub use format::WalPosition;
+pub use stream::{StepReport, StreamOptions, Streamer};

@@ -1,0 +1,307 @@
+//! Restore to a moment: choose the snapshot and the captured frames that reach it
+//! ([`plan`]), then rebuild the database there as a new `point-in-time` snapshot
+//! ([`build`]), which an ordinary restore then puts in place. The rebuilt snapshot is
+//! checked like any other (manifest, `integrity_check`, row counts) before anything
+//! live is touched, and it stays listed: the operator can see what was restored.
+//!
+//! Granularity: a segment carries the time its frames were read from the live WAL, so
+//! `--at T` replays every segment read at or before T. Every transaction committed at
+//! least one poll interval (plus the time to copy it) before T is included, and none
+//! committed after T.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::Serialize;
+
+use crate::config::Paths;
+use crate::error::{Error, Result};
+use crate::metadata::{Kind, Metadata, PointInTime};
+use crate::snapshot;
+use crate::stamp::Stamp;
+
+use super::format::WalHeader;
+use super::generation::{self, ms_to_rfc3339};
+use super::replay::WalWriter;
+use super::segment::{self, SegmentHeader};
+
+/// What a restore to `at` will use.
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    pub at: String,
+    /// The moment the database will be at (see [`PointInTime::restored_to`]).
+    pub restored_to: String,
+    pub base: String,
+    pub generation: Option<String>,
+    /// Segments to replay, oldest first (from the start of the base's WAL epoch).
+    #[serde(skip)]
+    pub segments: Vec<PathBuf>,
+    pub segments_replayed: u64,
+    pub warnings: Vec<String>,
+}
+
+/// Parse an RFC 3339 moment (`2026-11-27T10:15:03Z`, offsets allowed).
+pub fn parse_at(s: &str) -> Result<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| {
+            Error::Usage(format!(
+                "--at `{s}` is not an RFC 3339 moment ({e}); write it like 2026-11-27T10:15:03Z"
+            ))
+        })
+}
+
+/// Valid published snapshots' metadata, oldest first (point-in-time ones excluded:
+/// they are results, not bases).
+fn valid_snapshots(paths: &Paths) -> Result<Vec<Metadata>> {
+    Ok(snapshot::list(paths)?
+        .backups
+        .into_iter()
+        .filter(|l| l.valid == Some(true))
+        .filter_map(|l| l.metadata)
+        .filter(|m| m.kind_or_manual() != Kind::PointInTime)
+        .collect())
+}
+
+/// Choose the base snapshot and the segments that bring the database to `at`.
+pub fn plan(paths: &Paths, at: DateTime<Utc>) -> Result<Plan> {
+    let at_ms = at.timestamp_millis();
+    let at_s = at.to_rfc3339_opts(SecondsFormat::Millis, true);
+    let snapshots = valid_snapshots(paths)?;
+    let mut best: Option<(i64, Plan)> = None;
+    for g in generation::list(paths)? {
+        let headers = g.headers()?;
+        let bases = generation::bases(&headers, &snapshots);
+        let target = headers.iter().rposition(|h| h.captured_ms <= at_ms);
+        let Some(base) = bases
+            .iter()
+            .filter(|b| b.pinned_ms <= at_ms && target.is_some_and(|t| b.segment <= t))
+            .max_by_key(|b| b.pinned_ms)
+        else {
+            continue;
+        };
+        let t = target.expect("a base was found at or before it");
+        let start = epoch_start(&headers, base.segment);
+        check_chain(&headers[start..=t], &g.record.id)?;
+        let reached = headers[t].captured_ms.max(base.pinned_ms);
+        if best.as_ref().is_some_and(|(r, _)| *r >= reached) {
+            continue;
+        }
+        best = Some((
+            reached,
+            Plan {
+                at: at_s.clone(),
+                restored_to: ms_to_rfc3339(reached),
+                base: base.stamp.clone(),
+                generation: Some(g.record.id.clone()),
+                segments: g.segments[start..=t]
+                    .iter()
+                    .map(|s| s.path.clone())
+                    .collect(),
+                segments_replayed: (t + 1 - start) as u64,
+                warnings: Vec::new(),
+            },
+        ));
+    }
+    // A plain snapshot newer than every usable capture is as good and needs no replay.
+    let plain = snapshots
+        .iter()
+        .filter_map(|m| {
+            let pinned = m.wal.as_ref().map(|w| w.pinned_ms).or_else(|| {
+                Stamp::parse(&m.stamp)
+                    .ok()
+                    .map(|s| s.time().timestamp_millis())
+            })?;
+            (pinned <= at_ms).then_some((pinned, m))
+        })
+        .max_by_key(|(p, _)| *p);
+    match (best, plain) {
+        (Some((reached, plan)), Some((p, _))) if reached >= p => Ok(plan),
+        (_, Some((p, m))) => Ok(Plan {
+            at: at_s,
+            restored_to: ms_to_rfc3339(p),
+            base: m.stamp.clone(),
+            generation: None,
+            segments: Vec::new(),
+            segments_replayed: 0,
+            warnings: vec!["no_wal_capture_reaches_at: the database is restored as of the snapshot's copy; transactions after it and before the moment asked for were not captured".into()],
+        }),
+        (Some((_, plan)), None) => Ok(plan),
+        (None, None) => Err(Error::NoPointInTime {
+            at: at_s,
+            why: "no valid snapshot was taken at or before it".into(),
+        }),
+    }
+}
+
+/// The first segment of the WAL epoch holding segment `i`.
+fn epoch_start(headers: &[SegmentHeader], mut i: usize) -> usize {
+    while i > 0 && headers[i - 1].wal_header == headers[i].wal_header {
+        i -= 1;
+    }
+    i
+}
+
+/// The segments follow one another with nothing missing: consecutive numbers, frames
+/// continuing within an epoch, each new epoch a restart of the previous one from frame 1.
+fn check_chain(headers: &[SegmentHeader], generation: &str) -> Result<()> {
+    let broken = |why: String| Error::WalChainBroken {
+        what: format!("generation {generation}"),
+        why,
+    };
+    let Some(first) = headers.first() else {
+        return Ok(());
+    };
+    if first.first_frame != 1 {
+        return Err(broken(format!(
+            "segment {} starts at frame {}: the frames before it in its WAL epoch are gone",
+            first.seq, first.first_frame
+        )));
+    }
+    for w in headers.windows(2) {
+        let (a, b) = (&w[0], &w[1]);
+        if b.seq != a.seq + 1 {
+            return Err(broken(format!(
+                "segments {} to {} are missing",
+                a.seq + 1,
+                b.seq - 1
+            )));
+        }
+        let continues = if a.wal_header == b.wal_header {
+            b.first_frame == a.last_frame + 1
+        } else {
+            b.first_frame == 1 && a.wal_header.restarted_as(&b.wal_header)
+        };
+        if !continues {
+            return Err(broken(format!(
+                "segment {} does not continue segment {}",
+                b.seq, a.seq
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Rebuild the database of `plan` into `db` (a copy of the base's database): each WAL
+/// epoch is written as a `-wal` and checkpointed by SQLite, which must take every frame.
+/// Returns the frames replayed.
+pub fn replay_into(db: &Path, segments: &[PathBuf], base: &Metadata) -> Result<u64> {
+    let position = base.wal.as_ref().and_then(|w| w.position);
+    let mut writer: Option<(WalHeader, WalWriter)> = None;
+    let mut total = 0u64;
+    let mut base_checked = position.is_none_or(|p| p.frame == 0);
+    for path in segments {
+        let (h, raw) = segment::read(path)?;
+        if writer.as_ref().is_some_and(|(wh, _)| *wh != h.wal_header) {
+            let (_, w) = writer.take().expect("checked above");
+            total += w.frames();
+            w.checkpoint()?;
+        }
+        if writer.is_none() {
+            writer = Some((h.wal_header, WalWriter::create(db, &h.wal_header)?));
+        }
+        let (_, w) = writer.as_mut().expect("created above");
+        let flen = h.wal_header.frame_len() as usize;
+        for (i, frame) in raw.chunks_exact(flen).enumerate() {
+            let index = h.first_frame + i as u64;
+            if let Some(p) = position
+                && !base_checked
+                && (p.salt1, p.salt2) == h.wal_header.salts()
+                && p.frame == index
+            {
+                let stored = super::format::Frame {
+                    index,
+                    bytes: frame.to_vec(),
+                }
+                .checksum();
+                if stored != (p.checksum[0], p.checksum[1]) {
+                    return Err(Error::WalChainBroken {
+                        what: path.display().to_string(),
+                        why: format!(
+                            "frame {index} is not the frame snapshot `{}` was copied at",
+                            base.stamp
+                        ),
+                    });
+                }
+                base_checked = true;
+            }
+            w.push(frame)?;
+        }
+    }
+    if let Some((_, w)) = writer {
+        total += w.frames();
+        w.checkpoint()?;
+    }
+    if !base_checked {
+        return Err(Error::WalChainBroken {
+            what: format!("snapshot `{}`", base.stamp),
+            why: "its WAL position is not among the segments replayed".into(),
+        });
+    }
+    Ok(total)
+}
+
+/// Build the `point-in-time` snapshot of `plan` and publish it. The registry and chroma
+/// come from the base snapshot.
+pub fn build(paths: &Paths, plan: &Plan) -> Result<Metadata> {
+    let base_stamp = Stamp::parse(&plan.base)?;
+    let base = snapshot::metadata_of(paths, &base_stamp)?;
+    let segments = plan.segments.clone();
+    let info = PointInTime {
+        at: plan.at.clone(),
+        restored_to: plan.restored_to.clone(),
+        base: plan.base.clone(),
+        files_from: plan.base.clone(),
+        generation: plan.generation.clone(),
+        segments_replayed: plan.segments_replayed,
+        frames_replayed: 0,
+    };
+    snapshot::derive(paths, &base_stamp, info, &|db: &Path| {
+        replay_into(db, &segments, &base)
+    })
+}
+
+/// Remove what point-in-time recovery no longer needs: segments older than the base
+/// that covers `now - days` in each generation (a base's whole WAL epoch is kept), and
+/// whole generations whose newest segment is older than that. `current` (the
+/// newest generation (the one a running streamer writes) is never removed whole.
+/// Returns the files and folders removed.
+pub fn prune(paths: &Paths, days: u64, now: DateTime<Utc>) -> Result<Vec<PathBuf>> {
+    let cutoff = (now - chrono::Duration::days(days as i64)).timestamp_millis();
+    let snapshots = valid_snapshots(paths)?;
+    let mut removed = Vec::new();
+    let gens = generation::list(paths)?;
+    let newest_id = gens.last().map(|g| g.record.id.clone());
+    for g in gens {
+        let is_current = newest_id.as_deref() == Some(g.record.id.as_str());
+        let headers = match g.headers() {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::warn!(generation = %g.record.id, cause = %e, "unreadable segment; generation left as it is");
+                continue;
+            }
+        };
+        let newest = headers.last().map_or(0, |h| h.captured_ms);
+        let bases = generation::bases(&headers, &snapshots);
+        // An ended generation without a base can never be replayed.
+        if !is_current && (newest < cutoff || bases.is_empty()) {
+            fs::remove_dir_all(&g.dir).map_err(Error::io("remove", &g.dir))?;
+            removed.push(g.dir.clone());
+            continue;
+        }
+        // The base that restores the cutoff moment, or the oldest one.
+        let keep_from = bases
+            .iter()
+            .filter(|b| b.pinned_ms <= cutoff)
+            .max_by_key(|b| b.pinned_ms)
+            .or(bases.first());
+        let Some(b) = keep_from else { continue };
+        let start = epoch_start(&headers, b.segment);
+        for s in &g.segments[..start] {
+            fs::remove_file(&s.path).map_err(Error::io("remove", &s.path))?;
+            removed.push(s.path.clone());
+        }
+    }
+    Ok(removed)
+}

@@ -1,0 +1,449 @@
+//! The streamer: follows the live database's WAL and copies every committed frame into
+//! segments of the current generation.
+//!
+//! How it keeps the chain whole (docs/pitr.md has the long form):
+//! - It holds a read transaction on the live database at all times (`pin`). SQLite
+//!   restarts a WAL only when every frame was checkpointed *and* no reader uses the WAL,
+//!   and a reader that began on a fully checkpointed WAL blocks every checkpoint from
+//!   writing into the database; either way, while the pin is held, the frames not yet
+//!   copied cannot disappear.
+//! - The pin is released only inside [`Live::sync`], which holds the write lock
+//!   (`BEGIN IMMEDIATE`): no writer can add frames, the streamer copies the WAL to its
+//!   end, runs a PASSIVE checkpoint (so the WAL can be restarted and stays small) and
+//!   pins again before letting writers go.
+//! - Hence a restart (new salts) is legitimate only if nothing was copied since the last
+//!   sync: every frame of the old epoch was copied there. Any other change of the WAL
+//!   (new salts later, a WAL truncated under copied frames, another database file)
+//!   ends the generation; the next step starts a new one. A chain is never bridged on
+//!   a guess.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use chrono::{SecondsFormat, Utc};
+use rusqlite::config::DbConfig;
+use rusqlite::{Connection, OpenFlags};
+
+use crate::config::Paths;
+use crate::error::{Error, Result};
+use crate::layout::with_suffix;
+
+use super::format::{Frame, WalFile, WalHeader, WalPosition, start_of};
+use super::generation::{self, Record};
+use super::segment;
+
+/// How the streamer behaves.
+#[derive(Debug, Clone)]
+pub struct StreamOptions {
+    /// Sync (copy under the write lock, checkpoint, re-pin) once the WAL holds this
+    /// many frames; SQLite's own default autocheckpoint is 1000.
+    pub checkpoint_frames: u64,
+    /// How long a sync waits for the write lock before trying again at a later step.
+    pub lock_wait: Duration,
+    /// Give the generation up (releasing the pin, so atocore's own checkpoints can run)
+    /// when this many frames are waiting and cannot be written (e.g. a full disk).
+    pub max_pending_frames: u64,
+}
+
+impl Default for StreamOptions {
+    fn default() -> Self {
+        StreamOptions {
+            checkpoint_frames: 1000,
+            lock_wait: Duration::from_millis(500),
+            max_pending_frames: 20_000,
+        }
+    }
+}
+
+/// What one step did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StepReport {
+    /// A generation that started in this step, and why.
+    pub started: Option<(String, String)>,
+    /// A generation that ended in this step, and why.
+    pub ended: Option<(String, String)>,
+    pub frames: u64,
+    pub commits: u64,
+    /// Bytes of segment files written.
+    pub bytes: u64,
+    pub synced: bool,
+}
+
+/// Follows one database. Call [`Streamer::step`] about every second (or more often).
+pub struct Streamer {
+    paths: Paths,
+    opts: StreamOptions,
+    live: Option<Live>,
+    caught_up_ms: Option<i64>,
+}
+
+struct Live {
+    id: String,
+    dir: PathBuf,
+    read: Connection,
+    gate: Connection,
+    dev: u64,
+    ino: u64,
+    epoch: Option<WalHeader>,
+    pos: Option<WalPosition>,
+    /// The frame the last sync left the epoch at; `None` once a restart was seen since.
+    sync_frame: Option<u64>,
+    seq: u64,
+    /// A snapshot usable as this generation's base has been taken.
+    has_base: bool,
+}
+
+impl Streamer {
+    pub fn new(paths: &Paths, opts: StreamOptions) -> Streamer {
+        Streamer {
+            paths: paths.clone(),
+            opts,
+            live: None,
+            caught_up_ms: None,
+        }
+    }
+
+    /// When the streamer last had every committed frame copied (Unix ms): the
+    /// replication lag is the time since then whenever the WAL holds more.
+    pub fn caught_up_ms(&self) -> Option<i64> {
+        self.caught_up_ms
+    }
+
+    /// The position copied up to in the current generation.
+    pub fn position(&self) -> Option<WalPosition> {
+        self.live.as_ref().and_then(|l| l.pos)
+    }
+
+    /// The generation being written, if any.
+    pub fn generation(&self) -> Option<&str> {
+        self.live.as_ref().map(|l| l.id.as_str())
+    }
+
+    /// Whether the current generation still needs a base snapshot.
+    pub fn needs_base(&self) -> bool {
+        self.live.as_ref().is_some_and(|l| !l.has_base)
+    }
+
+    /// A snapshot with a WAL position was taken while this generation ran.
+    pub fn base_taken(&mut self) {
+        if let Some(l) = self.live.as_mut() {
+            l.has_base = true;
+        }
+    }
+
+    /// Let go of the database (before a restore replaces it, or at shutdown). The next
+    /// step starts a new generation.
+    pub fn release(&mut self) -> Option<String> {
+        self.live.take().map(|l| l.id)
+    }
+
+    /// Copy what was committed since the last step; start a generation first when
+    /// there is none. An error leaves the generation as it was when the frames can
+    /// still be copied later, and ends it otherwise.
+    pub fn step(&mut self) -> Result<StepReport> {
+        let mut report = StepReport::default();
+        if self.live.is_none() {
+            if !self.paths.db.is_file() {
+                return Ok(report);
+            }
+            let (live, reason) = Live::begin(&self.paths, &mut report)?;
+            report.started = Some((live.id.clone(), reason));
+            self.live = Some(live);
+            self.caught_up_ms = Some(Utc::now().timestamp_millis());
+            return Ok(report);
+        }
+        let live = self.live.as_mut().expect("checked above");
+        let outcome = live.poll(&self.opts, &mut report).and_then(|polled| {
+            if polled.complete {
+                self.caught_up_ms = Some(Utc::now().timestamp_millis());
+            }
+            if polled.complete && polled.frames >= self.opts.checkpoint_frames {
+                live.sync(&self.opts, &mut report)
+            } else {
+                Ok(())
+            }
+        });
+        match outcome {
+            Ok(()) => Ok(report),
+            Err(Gap(reason)) => {
+                let id = self.live.take().map(|l| l.id).unwrap_or_default();
+                tracing::warn!(generation = %id, reason, "the WAL chain cannot be continued; a new generation starts");
+                report.ended = Some((id, reason.to_string()));
+                Ok(report)
+            }
+        }
+    }
+}
+
+/// What a look at the WAL found.
+struct Polled {
+    /// Frames the current epoch holds up to the copied position.
+    frames: u64,
+    /// Every committed frame in the WAL is copied.
+    complete: bool,
+}
+
+/// Why a generation cannot go on.
+struct Gap(&'static str);
+
+impl From<Error> for Gap {
+    fn from(e: Error) -> Gap {
+        tracing::warn!(cause = %e, "WAL capture failed");
+        Gap("capture_failed")
+    }
+}
+
+fn open_live(db: &std::path::Path, busy: Duration) -> Result<Connection> {
+    let c = Connection::open_with_flags(
+        db,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(Error::sqlite("open", db))?;
+    c.busy_timeout(busy)
+        .map_err(Error::sqlite("set busy timeout on", db))?;
+    // Closing must not checkpoint or delete the WAL behind the streamer's back.
+    c.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)
+        .map_err(Error::sqlite("configure", db))?;
+    Ok(c)
+}
+
+fn pin(c: &Connection, db: &std::path::Path) -> Result<()> {
+    c.execute_batch("BEGIN DEFERRED; SELECT 1 FROM sqlite_schema LIMIT 1;")
+        .map_err(Error::sqlite("pin a read transaction on", db))
+}
+
+impl Live {
+    /// Start (or, when the newest generation's end is still in the WAL, continue) a
+    /// generation: under the write lock, copy the WAL's committed frames, checkpoint,
+    /// pin.
+    fn begin(paths: &Paths, report: &mut StepReport) -> Result<(Live, String)> {
+        let db = &paths.db;
+        let m = std::fs::metadata(db).map_err(Error::io("stat", db))?;
+        let read = open_live(db, Duration::from_secs(5))?;
+        let gate = open_live(db, Duration::from_secs(5))?;
+        let mode: String = read
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .map_err(Error::sqlite("read the journal mode of", db))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(Error::Usage(format!(
+                "{} is in journal mode `{mode}`, not WAL: there is no WAL to stream; turn ATOCORE_WAL_STREAM off or switch the database to WAL",
+                db.display()
+            )));
+        }
+        gate.execute_batch("BEGIN IMMEDIATE")
+            .map_err(Error::sqlite("take the write lock on", db))?;
+        let wal = WalFile::open(&with_suffix(db, "-wal"))?;
+        let header = wal.as_ref().and_then(|w| w.header());
+        let resumed = header.and_then(|h| resumable(paths, &h, m.dev(), m.ino()));
+        let (id, dir, seq, pos, reason) = match resumed {
+            Some((g, seq, end)) => (g.record.id, g.dir, seq, Some(end), "resumed".to_string()),
+            None => {
+                let now = Utc::now();
+                let id = generation::new_id(paths, now);
+                let reason = if generation::list(paths)?.is_empty() {
+                    "first_start"
+                } else {
+                    "new_chain"
+                };
+                let record = Record {
+                    id: id.clone(),
+                    started_at: now.to_rfc3339_opts(SecondsFormat::Millis, true),
+                    reason: reason.to_string(),
+                    db_dev: m.dev(),
+                    db_ino: m.ino(),
+                    start: header.as_ref().map(start_of),
+                };
+                let dir = generation::create(paths, &record)?;
+                (
+                    id,
+                    dir,
+                    0,
+                    header.as_ref().map(start_of),
+                    reason.to_string(),
+                )
+            }
+        };
+        let mut live = Live {
+            id,
+            dir,
+            read,
+            gate,
+            dev: m.dev(),
+            ino: m.ino(),
+            epoch: header,
+            pos,
+            sync_frame: None,
+            seq,
+            has_base: false,
+        };
+        live.copy_new(wal.as_ref(), report)?;
+        live.checkpoint_and_pin(report)?;
+        live.gate
+            .execute_batch("ROLLBACK")
+            .map_err(Error::sqlite("release the write lock on", db))?;
+        tracing::info!(generation = %live.id, reason, "WAL streaming started");
+        Ok((live, reason))
+    }
+
+    /// Copy committed frames after `pos` of the current epoch into a segment.
+    fn copy_new(&mut self, wal: Option<&WalFile>, report: &mut StepReport) -> Result<()> {
+        let (Some(w), Some(h), Some(pos)) = (wal, self.epoch, self.pos) else {
+            return Ok(());
+        };
+        let scan = w.scan_from(&h, pos, u64::MAX);
+        if scan.frames.is_empty() {
+            return Ok(());
+        }
+        self.write_segment(&h, &scan.frames, scan.end, report)
+    }
+
+    fn write_segment(
+        &mut self,
+        h: &WalHeader,
+        frames: &[Frame],
+        end: WalPosition,
+        report: &mut StepReport,
+    ) -> Result<()> {
+        let (_, sh) = segment::write(&self.dir, &self.id, self.seq, h, frames, end, Utc::now())?;
+        self.seq += 1;
+        self.pos = Some(end);
+        report.frames += frames.len() as u64;
+        report.commits += sh.commits;
+        report.bytes += sh.frame_bytes;
+        Ok(())
+    }
+
+    /// Inside the write lock: drop the pin, checkpoint what can be, pin again.
+    fn checkpoint_and_pin(&mut self, report: &mut StepReport) -> Result<()> {
+        let db = self.read.path().map(PathBuf::from).unwrap_or_default();
+        if !self.read.is_autocommit() {
+            self.read
+                .execute_batch("COMMIT")
+                .map_err(Error::sqlite("release the read transaction on", &db))?;
+        }
+        self.read
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+            .map_err(Error::sqlite("checkpoint", &db))?;
+        pin(&self.read, &db)?;
+        self.sync_frame = Some(self.pos.map_or(0, |p| p.frame));
+        report.synced = true;
+        Ok(())
+    }
+
+    /// One look at the WAL: copy what was committed since the last look.
+    fn poll(&mut self, opts: &StreamOptions, report: &mut StepReport) -> Result<Polled, Gap> {
+        let db = self.read.path().map(PathBuf::from).unwrap_or_default();
+        match std::fs::metadata(&db) {
+            Ok(m) if m.dev() == self.dev && m.ino() == self.ino => {}
+            _ => return Err(Gap("database_replaced")),
+        }
+        let wal = WalFile::open(&with_suffix(&db, "-wal"))?;
+        let header = wal.as_ref().and_then(|w| w.header());
+        let at_sync = self
+            .sync_frame
+            .is_some_and(|s| s == self.pos.map_or(0, |p| p.frame));
+        let idle = Polled {
+            frames: 0,
+            complete: true,
+        };
+        match (header, self.epoch) {
+            (None, None) => return Ok(idle),
+            (None, Some(_)) if at_sync => return Ok(idle),
+            (None, Some(_)) => return Err(Gap("wal_removed")),
+            (Some(h), Some(e)) if h == e => {}
+            (Some(h), None) if at_sync => self.new_epoch(h),
+            (Some(h), Some(e)) if at_sync && e.restarted_as(&h) => self.new_epoch(h),
+            (Some(_), _) => return Err(Gap("wal_restarted_uncaptured")),
+        }
+        let pending_before = self.pos.map_or(0, |p| p.frame);
+        if let Err(e) = self.copy_new(wal.as_ref(), report) {
+            // The pin keeps the frames; try again next step unless too many wait.
+            let waiting = wal.as_ref().map_or(0, |w| w.frames_after(pending_before));
+            if waiting >= opts.max_pending_frames {
+                return Err(Gap::from(e));
+            }
+            tracing::warn!(cause = %e, waiting, "could not write a WAL segment; retrying");
+            return Ok(Polled {
+                frames: self.pos.map_or(0, |p| p.frame),
+                complete: false,
+            });
+        }
+        Ok(Polled {
+            frames: self.pos.map_or(0, |p| p.frame),
+            complete: true,
+        })
+    }
+
+    fn new_epoch(&mut self, h: WalHeader) {
+        self.epoch = Some(h);
+        self.pos = Some(start_of(&h));
+        self.sync_frame = None;
+    }
+
+    /// Copy to the end under the write lock, checkpoint, re-pin (see the module doc).
+    fn sync(&mut self, opts: &StreamOptions, report: &mut StepReport) -> Result<(), Gap> {
+        let db = self.read.path().map(PathBuf::from).unwrap_or_default();
+        self.gate
+            .busy_timeout(opts.lock_wait)
+            .map_err(Error::sqlite("set busy timeout on", &db))?;
+        match self.gate.execute_batch("BEGIN IMMEDIATE") {
+            Ok(()) => {}
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy =>
+            {
+                tracing::debug!("WAL sync postponed: atocore holds the write lock");
+                return Ok(());
+            }
+            Err(e) => return Err(Error::sqlite("take the write lock on", &db)(e).into()),
+        }
+        // Checkpoint only when every committed frame is copied: the checkpoint may let
+        // the WAL restart.
+        let result = self.poll(opts, report).and_then(|polled| {
+            if polled.complete {
+                self.checkpoint_and_pin(report)?;
+            }
+            Ok(())
+        });
+        let released = self.gate.execute_batch("ROLLBACK");
+        result?;
+        released.map_err(|e| Gap::from(Error::sqlite("release the write lock on", &db)(e)))?;
+        Ok(())
+    }
+}
+
+impl WalFile {
+    /// Frames physically present after frame `n` (valid or not): an upper bound on
+    /// what waits to be copied.
+    fn frames_after(&self, n: u64) -> u64 {
+        let Some(h) = self.header() else { return 0 };
+        let total = self.len().saturating_sub(super::format::HEADER_LEN) / h.frame_len();
+        total.saturating_sub(n)
+    }
+}
+
+/// The newest generation, its next sequence number and its end, when the live WAL still
+/// continues it: same database file, same epoch, and the last captured frame still in
+/// place with the checksum recorded.
+fn resumable(
+    paths: &Paths,
+    h: &WalHeader,
+    dev: u64,
+    ino: u64,
+) -> Option<(generation::Generation, u64, WalPosition)> {
+    let g = generation::list(paths).ok()?.pop()?;
+    if g.record.db_dev != dev || g.record.db_ino != ino {
+        return None;
+    }
+    let last = g.segments.last()?;
+    let sh = segment::read_header(&last.path).ok()?;
+    if sh.wal_header != *h {
+        return None;
+    }
+    let w = WalFile::open(&with_suffix(&paths.db, "-wal")).ok()??;
+    let frame = w.read_frame(h, sh.end.frame)?;
+    if frame.checksum() != (sh.end.checksum[0], sh.end.checksum[1]) {
+        return None;
+    }
+    Some((g, sh.seq + 1, sh.end))
+}
