@@ -14,12 +14,12 @@ use clap::{Parser, Subcommand};
 use serde_json::{Value, json};
 
 use atocore_restore_job::config::{Paths, RetentionArgs, StorageArgs};
-use atocore_restore_job::error::{ErrorBody, Result};
+use atocore_restore_job::error::{Error, ErrorBody, Result};
 use atocore_restore_job::logging::LogFormat;
 use atocore_restore_job::metadata::Kind;
 use atocore_restore_job::restore::{ChromaChoice, RestoreOptions};
 use atocore_restore_job::snapshot::{BackupHooks, BackupOptions};
-use atocore_restore_job::{Stamp, init, prune, restore, sample, snapshot, validate};
+use atocore_restore_job::{Stamp, init, prune, restore, sample, snapshot, validate, wal};
 
 /// AtoCore snapshot engine: back up, list, validate, restore and prune snapshots.
 #[derive(Debug, Parser)]
@@ -55,9 +55,17 @@ pub(crate) enum Command {
     List,
     /// Fully validate one snapshot (hashes, integrity, row counts).
     Validate { stamp: String },
-    /// Restore a snapshot into the live paths (atocore must be stopped).
+    /// Restore a snapshot into the live paths (atocore must be stopped). With `--at`,
+    /// the database is first rebuilt as it was at that moment (a `point-in-time`
+    /// snapshot from the newest base before it and the captured WAL), then restored.
     Restore {
-        stamp: String,
+        /// The snapshot (with `--at`: the base the replay must start from; optional).
+        #[arg(required_unless_present = "at")]
+        stamp: Option<String>,
+        /// Restore the database to the last transaction captured at or before this
+        /// RFC 3339 moment (2026-11-27T10:15:03Z).
+        #[arg(long, value_name = "RFC3339")]
+        at: Option<String>,
         /// Confirms that atocore is stopped. Required.
         #[arg(long)]
         confirm_service_stopped: bool,
@@ -87,6 +95,19 @@ pub(crate) enum Command {
     },
     /// Make the pending pre-restore snapshot of a restore that deferred it.
     Finalize,
+    /// Follow the live database's WAL and capture every commit into
+    /// `<backup_dir>/wal/` until stopped (SIGTERM/SIGINT); see docs/pitr.md.
+    Stream {
+        /// How often the WAL is looked at.
+        #[arg(long, env = "ATOCORE_WAL_POLL", default_value = "250ms", value_parser = atocore_restore_job::config::parse_duration_ms)]
+        poll: Duration,
+        /// Copy, checkpoint and re-pin once the WAL holds this many frames.
+        #[arg(long, env = "ATOCORE_WAL_CHECKPOINT_FRAMES", default_value_t = 1000)]
+        checkpoint_frames: u64,
+        /// Stop after this many looks (for scripts and tests).
+        #[arg(long)]
+        steps: Option<u64>,
+    },
     /// Apply the retention policy. Deletes only valid snapshots no rule keeps; invalid
     /// ones are reported in `invalid` and kept.
     Prune {
@@ -182,12 +203,28 @@ fn dispatch(paths: &Paths, command: Command) -> Result<(Value, u8)> {
         }
         Command::Restore {
             stamp,
+            at,
             confirm_service_stopped,
             no_pre_snapshot,
             no_chroma,
             chroma,
             dry_run,
         } => {
+            let (stamp, point_in_time) = match at {
+                None => (stamp.unwrap_or_default(), None),
+                Some(at) => {
+                    let at = wal::pitr::parse_at(&at)?;
+                    if dry_run {
+                        let plan = wal::pitr::plan(paths, at, stamp.as_deref())?;
+                        return Ok((json!({"dry_run": true, "point_in_time": plan}), 0));
+                    }
+                    if !confirm_service_stopped {
+                        return Err(Error::NotConfirmed(format!("--at {at}")));
+                    }
+                    let meta = wal::pitr::snapshot_at(paths, at, stamp.as_deref())?;
+                    (meta.stamp.clone(), Some(meta))
+                }
+            };
             // A restore runs to its end once started: SIGTERM is noted, not obeyed.
             // (SIGKILL is safe too: the journal lets the next run finish the job.)
             let ignored = Arc::new(AtomicBool::new(false));
@@ -210,7 +247,12 @@ fn dispatch(paths: &Paths, command: Command) -> Result<(Value, u8)> {
             } else {
                 1
             };
-            Ok((to_value(&r), code))
+            let mut v = to_value(&r);
+            if let (Some(m), Value::Object(o)) = (point_in_time, &mut v) {
+                o.insert("point_in_time".into(), to_value(&m.point_in_time));
+                o.insert("point_in_time_warnings".into(), to_value(&m.warnings));
+            }
+            Ok((v, code))
         }
         Command::Prepare {
             stamp,
@@ -219,6 +261,22 @@ fn dispatch(paths: &Paths, command: Command) -> Result<(Value, u8)> {
         } => {
             let staged = restore::prepare(paths, &stamp, chroma_choice(no_chroma, chroma))?;
             Ok((to_value(&staged), 0))
+        }
+        Command::Stream {
+            poll,
+            checkpoint_frames,
+            steps,
+        } => {
+            let stop = Arc::new(AtomicBool::new(false));
+            for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+                let _ = signal_hook::flag::register(sig, Arc::clone(&stop));
+            }
+            let opts = wal::StreamOptions {
+                checkpoint_frames,
+                ..wal::StreamOptions::default()
+            };
+            let sum = wal::stream::run(paths, opts, poll, steps, &stop);
+            Ok((to_value(&sum), 0))
         }
         Command::Finalize => {
             let done = restore::finalize(paths)?;

@@ -78,6 +78,10 @@ pub struct RetentionArgs {
         global = true
     )]
     pub keep_special_days: u32,
+    /// Point-in-time recovery reaches back this many days: captured WAL segments older
+    /// than the snapshot that covers that moment are removed by prune.
+    #[arg(long, env = "ATOCORE_PITR_DAYS", default_value_t = 7, global = true)]
+    pub pitr_days: u32,
 }
 
 /// The resolved, absolute paths of one AtoCore install.

@@ -37,6 +37,8 @@ pub struct Policy {
     pub chroma_weekly: u32,
     pub chroma_monthly: u32,
     pub special_days: u32,
+    /// How far back point-in-time recovery reaches (days).
+    pub pitr_days: u32,
 }
 
 impl Default for Policy {
@@ -49,6 +51,7 @@ impl Default for Policy {
             chroma_weekly: 4,
             chroma_monthly: 6,
             special_days: 30,
+            pitr_days: 7,
         }
     }
 }
@@ -223,6 +226,7 @@ impl Default for RetentionArgs {
             keep_chroma_weekly: p.chroma_weekly,
             keep_chroma_monthly: p.chroma_monthly,
             keep_special_days: p.special_days,
+            pitr_days: p.pitr_days,
         }
     }
 }
@@ -238,6 +242,7 @@ impl From<&RetentionArgs> for Policy {
             chroma_weekly: a.keep_chroma_weekly,
             chroma_monthly: a.keep_chroma_monthly,
             special_days: a.keep_special_days,
+            pitr_days: a.pitr_days,
         }
     }
 }

@@ -69,6 +69,7 @@ pub fn prune(target: &Target, args: &PruneArgs) -> Result<OffsitePruneReport> {
         chroma_weekly: args.keep_chroma_weekly,
         chroma_monthly: args.keep_chroma_monthly,
         special_days: args.keep_special_days,
+        ..Policy::default()
     };
     let refs = super::references(target)?;
     let candidates: Vec<Candidate> = refs

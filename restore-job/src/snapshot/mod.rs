@@ -186,6 +186,10 @@ impl Serialize for Listed {
 pub struct ListReport {
     pub backup_dir: String,
     pub backups: Vec<Listed>,
+    /// Point-in-time recovery: the spans of time a restore `--at` can reach, per WAL
+    /// generation (absent when no WAL was captured).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub windows: Vec<crate::wal::generation::Window>,
 }
 
 /// List the published snapshots, oldest first, with a quick structural check each. A
@@ -210,10 +214,17 @@ pub fn list(paths: &Paths) -> Result<ListReport> {
                 errors,
             }
         })
+        .collect::<Vec<Listed>>();
+    let valid: Vec<Metadata> = backups
+        .iter()
+        .filter(|l| l.valid == Some(true))
+        .filter_map(|l| l.metadata.clone())
         .collect();
+    let windows = crate::wal::generation::windows(paths, &valid)?;
     Ok(ListReport {
         backup_dir: paths.backup_dir.display().to_string(),
         backups,
+        windows,
     })
 }
 

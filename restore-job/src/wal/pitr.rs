@@ -64,11 +64,17 @@ fn valid_snapshots(paths: &Paths) -> Result<Vec<Metadata>> {
         .collect())
 }
 
-/// Choose the base snapshot and the segments that bring the database to `at`.
-pub fn plan(paths: &Paths, at: DateTime<Utc>) -> Result<Plan> {
+/// Choose the base snapshot and the segments that bring the database to `at`. With
+/// `only_base`, the replay must start from that snapshot.
+pub fn plan(paths: &Paths, at: DateTime<Utc>, only_base: Option<&str>) -> Result<Plan> {
     let at_ms = at.timestamp_millis();
     let at_s = at.to_rfc3339_opts(SecondsFormat::Millis, true);
-    let snapshots = valid_snapshots(paths)?;
+    let mut snapshots = valid_snapshots(paths)?;
+    if let Some(b) = only_base {
+        let b = Stamp::parse(b)?;
+        snapshot::metadata_of(paths, &b)?;
+        snapshots.retain(|m| m.stamp == b.as_str());
+    }
     let mut best: Option<(i64, Plan)> = None;
     for g in generation::list(paths)? {
         let headers = g.headers()?;
@@ -240,6 +246,14 @@ pub fn replay_into(db: &Path, segments: &[PathBuf], base: &Metadata) -> Result<u
         });
     }
     Ok(total)
+}
+
+/// Plan and build: the published `point-in-time` snapshot for `at`, ready to restore.
+pub fn snapshot_at(paths: &Paths, at: DateTime<Utc>, only_base: Option<&str>) -> Result<Metadata> {
+    let p = plan(paths, at, only_base)?;
+    let mut meta = build(paths, &p)?;
+    meta.warnings.extend(p.warnings);
+    Ok(meta)
 }
 
 /// Build the `point-in-time` snapshot of `plan` and publish it. The registry and chroma

@@ -447,3 +447,83 @@ fn resumable(
     }
     Some((g, sh.seq + 1, sh.end))
 }
+
+/// What [`run`] did, printed by `atocore-restore-job stream` when it stops.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct RunSummary {
+    pub generation: Option<String>,
+    pub generations_started: Vec<String>,
+    pub steps: u64,
+    pub frames: u64,
+    pub commits: u64,
+    pub bytes: u64,
+    pub base_snapshots: Vec<String>,
+    pub errors: u64,
+}
+
+/// Stream until `stop` is set (or after `max_steps`): a step every `poll`, and a
+/// database-only base snapshot whenever a generation has none yet (retried at most
+/// once a minute when it fails).
+pub fn run(
+    paths: &Paths,
+    opts: StreamOptions,
+    poll: Duration,
+    max_steps: Option<u64>,
+    stop: &std::sync::atomic::AtomicBool,
+) -> RunSummary {
+    use std::sync::atomic::Ordering;
+    let mut s = Streamer::new(paths, opts);
+    let mut sum = RunSummary::default();
+    let mut next_base_try = std::time::Instant::now();
+    while !stop.load(Ordering::Relaxed) && max_steps.is_none_or(|m| sum.steps < m) {
+        match s.step() {
+            Ok(r) => {
+                sum.frames += r.frames;
+                sum.commits += r.commits;
+                sum.bytes += r.bytes;
+                if let Some((id, reason)) = r.started {
+                    tracing::info!(generation = %id, reason, "WAL generation started");
+                    sum.generations_started.push(id);
+                    next_base_try = std::time::Instant::now();
+                }
+            }
+            Err(e) => {
+                sum.errors += 1;
+                tracing::warn!(cause = %e, "WAL streaming step failed; retrying");
+            }
+        }
+        sum.steps += 1;
+        if s.needs_base() && std::time::Instant::now() >= next_base_try {
+            let keep_going = || !stop.load(Ordering::Relaxed);
+            let opts = crate::snapshot::BackupOptions {
+                kind: crate::metadata::Kind::Scheduled,
+                ..Default::default()
+            };
+            match crate::snapshot::backup(
+                paths,
+                &opts,
+                crate::snapshot::BackupHooks {
+                    quiesce: None,
+                    keep_going: &keep_going,
+                },
+            ) {
+                Ok(meta) if meta.wal.as_ref().is_some_and(|w| w.position.is_some()) => {
+                    tracing::info!(stamp = %meta.stamp, "base snapshot for the WAL generation taken");
+                    sum.base_snapshots.push(meta.stamp);
+                    s.base_taken();
+                }
+                Ok(meta) => {
+                    tracing::info!(stamp = %meta.stamp, "snapshot taken while the WAL was empty; a base is taken again later");
+                    next_base_try = std::time::Instant::now() + Duration::from_secs(60);
+                }
+                Err(e) => {
+                    tracing::warn!(cause = %e, "base snapshot failed; retrying in a minute");
+                    next_base_try = std::time::Instant::now() + Duration::from_secs(60);
+                }
+            }
+        }
+        std::thread::sleep(poll);
+    }
+    sum.generation = s.generation().map(str::to_string);
+    sum
+}
