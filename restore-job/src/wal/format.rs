@@ -183,6 +183,12 @@ impl WalFile {
         self.len
     }
 
+    /// The file's inode.
+    pub fn ino(&self) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        self.file.metadata().map_or(0, |m| m.ino())
+    }
+
     /// Whether the file was empty when it was opened.
     pub fn is_empty(&self) -> bool {
         self.len == 0

@@ -92,6 +92,8 @@ struct Live {
     seq: u64,
     /// A snapshot usable as this generation's base has been taken.
     has_base: bool,
+    /// The WAL file's inode once the pin made SQLite create it.
+    wal_ino: Option<u64>,
 }
 
 impl Streamer {
@@ -276,12 +278,14 @@ impl Live {
             sync_frame: None,
             seq,
             has_base: false,
+            wal_ino: None,
         };
         live.copy_new(wal.as_ref(), report)?;
         live.checkpoint_and_pin(report)?;
         live.gate
             .execute_batch("ROLLBACK")
             .map_err(Error::sqlite("release the write lock on", db))?;
+        live.wal_ino = WalFile::open(&with_suffix(db, "-wal"))?.map(|w| w.ino());
         tracing::info!(generation = %live.id, reason, "WAL streaming started");
         Ok((live, reason))
     }
@@ -338,7 +342,14 @@ impl Live {
             Ok(m) if m.dev() == self.dev && m.ino() == self.ino => {}
             _ => return Err(Gap("database_replaced")),
         }
+        // SQLite deletes a WAL only when its last connection closes, and the streamer
+        // holds two: a WAL that is gone or another file was removed from outside.
         let wal = WalFile::open(&with_suffix(&db, "-wal"))?;
+        match (&wal, self.wal_ino) {
+            (None, _) => return Err(Gap("wal_removed")),
+            (Some(w), Some(ino)) if w.ino() != ino => return Err(Gap("wal_replaced")),
+            _ => {}
+        }
         let header = wal.as_ref().and_then(|w| w.header());
         let at_sync = self
             .sync_frame
@@ -350,7 +361,7 @@ impl Live {
         match (header, self.epoch) {
             (None, None) => return Ok(idle),
             (None, Some(_)) if at_sync => return Ok(idle),
-            (None, Some(_)) => return Err(Gap("wal_removed")),
+            (None, Some(_)) => return Err(Gap("wal_truncated_uncaptured")),
             (Some(h), Some(e)) if h == e => {}
             (Some(h), None) if at_sync => self.new_epoch(h),
             (Some(h), Some(e)) if at_sync && e.restarted_as(&h) => self.new_epoch(h),
