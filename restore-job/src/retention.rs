@@ -527,6 +527,7 @@ mod tests {
             chroma_weekly: 0,
             chroma_monthly: 0,
             special_days: 30,
+            pitr_days: 7,
         };
         let p = plan(&cs, &policy, at(2026, 11, 7));
         assert_eq!(
