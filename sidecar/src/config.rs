@@ -30,6 +30,9 @@ pub struct Arguments {
     /// when a target is set, every valid snapshot is pushed after it is made.
     #[command(flatten)]
     pub offsite: OffsiteArgs,
+    /// Continuous WAL capture for point-in-time restores (ATOCORE_WAL_STREAM, ...).
+    #[command(flatten)]
+    pub wal: crate::walstream::WalArgs,
 
     /// Address to listen on. Anything but loopback needs a token.
     #[arg(long, env = "ATOCORE_SIDECAR_ADDR", default_value = DEFAULT_ADDR, global = true)]
@@ -272,6 +275,8 @@ pub struct Config {
     pub missed_run: MissedRun,
     /// The off-site target, when one is set.
     pub offsite: Option<OffsiteArgs>,
+    /// WAL streaming, when on.
+    pub wal: Option<crate::walstream::WalSettings>,
     pub catch_up_delay: Duration,
     pub stale_after: Duration,
     pub max_body_bytes: usize,
@@ -373,6 +378,7 @@ impl Config {
             paths: Paths::from(&a.storage),
             policy: Policy::from(&a.retention),
             offsite,
+            wal: a.wal.settings(),
             atocore_container: a.container.clone(),
             restore_container: a.restore_container.clone(),
             atocore_url,

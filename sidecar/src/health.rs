@@ -34,6 +34,9 @@ pub struct HealthReport {
     /// Off-site replication, when a target is set.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub offsite: Option<OffsiteStatus>,
+    /// Continuous WAL capture, when on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wal: Option<crate::walstream::WalStatus>,
     /// Why `status` is `degraded` (empty when `ok`).
     pub reasons: Vec<String>,
 }
@@ -119,6 +122,21 @@ fn build(state: &State, s: &Summary, docker: Reachability, now: DateTime<Utc>) -
             last_failure_at: failed.map(|t| t.to_rfc3339_opts(SecondsFormat::Secs, true)),
         }
     });
+    let wal = state.config.wal.as_ref().map(|w| {
+        let st = state.wal.status();
+        match (st.lag_seconds, &st.last_error) {
+            (Some(lag), _) if !st.paused && lag > w.max_lag.as_secs_f64() => reasons.push(format!(
+                "the WAL capture lags the database by {lag:.0} s (more than ATOCORE_WAL_MAX_LAG, {} s){}; see the sidecar's log",
+                w.max_lag.as_secs(),
+                st.last_error.as_deref().map(|e| format!(": {e}")).unwrap_or_default()
+            )),
+            (None, Some(e)) if !st.paused => reasons.push(format!(
+                "WAL streaming is on but not running: {e}"
+            )),
+            _ => {}
+        }
+        st
+    });
     HealthReport {
         status: if reasons.is_empty() { "ok" } else { "degraded" },
         service: "atocore-sidecar",
@@ -131,6 +149,7 @@ fn build(state: &State, s: &Summary, docker: Reachability, now: DateTime<Utc>) -
         schedule,
         last_drill: s.last_drill.clone(),
         offsite,
+        wal,
         reasons,
     }
 }

@@ -13,7 +13,8 @@
 //! [`orchestrator`] (restore, one method per step), [`containers`] (its container
 //! steps), [`leftover`] (an orphaned pre-restore snapshot), [`drill`], [`atocore`] (atocore's HTTP API),
 //! [`shutdown`] (signals, forced clean-up), [`healthcheck`] (the probe subcommand),
-//! [`logging`], [`state`], [`error`] (the one error type).
+//! [`logging`], [`state`], [`walstream`] (continuous WAL capture), [`error`] (the one
+//! error type).
 //!
 //! The binary binds the socket and hands it to [`server::run`]; tests bind
 //! `127.0.0.1:0` and run the real server in-process:
@@ -56,6 +57,7 @@ pub mod server;
 pub mod shutdown;
 pub mod state;
 pub mod summary;
+pub mod walstream;
 
 pub use config::{Arguments, Command, Config};
 pub use error::{Error, Result};

@@ -61,6 +61,8 @@ pub struct Scrape<'a> {
     pub paused: bool,
     pub next_run: Option<DateTime<Utc>>,
     pub now: DateTime<Utc>,
+    /// The WAL stream.
+    pub wal: crate::walstream::WalStatus,
 }
 
 impl Metrics {
@@ -249,6 +251,46 @@ impl Metrics {
             "1 when the snapshots folder could not be listed",
             flag(sum.error.is_some()),
         );
+
+        r.int_gauge(
+            "atocore_wal_streaming",
+            "1 when WAL streaming is on and a generation is being written",
+            flag(s.wal.enabled && s.wal.generation.is_some()),
+        );
+        if s.wal.enabled {
+            if let Some(lag) = s.wal.lag_seconds {
+                r.gauge(
+                    "atocore_wal_lag_seconds",
+                    "Seconds since every committed WAL frame was last captured",
+                    lag,
+                );
+            }
+            r.counter(
+                "atocore_wal_frames_captured",
+                "WAL frames captured into segments since the sidecar started",
+                s.wal.frames_captured,
+            );
+            r.counter(
+                "atocore_wal_commits_captured",
+                "Transactions captured since the sidecar started",
+                s.wal.commits_captured,
+            );
+            r.counter(
+                "atocore_wal_bytes_captured",
+                "WAL bytes captured (before compression) since the sidecar started",
+                s.wal.bytes_captured,
+            );
+            r.counter(
+                "atocore_wal_generations_started",
+                "WAL generations started since the sidecar started",
+                s.wal.generations_started,
+            );
+            r.int_gauge(
+                "atocore_wal_needs_base",
+                "1 while the current generation waits for its base snapshot",
+                flag(s.wal.needs_base),
+            );
+        }
 
         r.counter(
             "atocore_prune_runs",
@@ -451,6 +493,7 @@ mod tests {
             paused: false,
             next_run: None,
             now: Utc::now(),
+            wal: crate::walstream::WalStatus::default(),
         });
         assert!(
             text.contains("atocore_backup_failures_total{kind=\"manual\"} 1\n"),

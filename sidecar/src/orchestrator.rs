@@ -59,7 +59,13 @@ use crate::state::State;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RestoreBody {
-    pub stamp: String,
+    /// The snapshot; optional with `at` (then the base the replay must start from).
+    #[serde(default)]
+    pub stamp: Option<String>,
+    /// Restore the database to the last transaction captured at or before this RFC
+    /// 3339 moment: a `point-in-time` snapshot is built first (while atocore runs).
+    #[serde(default)]
+    pub at: Option<String>,
     /// `null`: chroma when the snapshot has it; `true`: force; `false`: leave it.
     #[serde(default)]
     pub include_chroma: Option<bool>,
@@ -93,6 +99,10 @@ pub struct RestoreResponse {
     /// The rollback's restore, when there was one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rollback: Option<Rollback>,
+    /// For a restore with `at`: the moment reached, the base snapshot and where the
+    /// registry and chroma come from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub point_in_time: Option<atocore_restore_job::metadata::PointInTime>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -139,14 +149,52 @@ pub async fn restore(
     state: &Arc<State>,
     body: RestoreBody,
 ) -> std::result::Result<RestoreResponse, RestoreFailure> {
-    let stamp = Stamp::parse(&body.stamp)?;
+    let at = match body.at.as_deref() {
+        Some(a) => Some(atocore_restore_job::wal::pitr::parse_at(a)?),
+        None => None,
+    };
+    let stamp = match (&body.stamp, at) {
+        (Some(s), _) => Some(Stamp::parse(s)?),
+        (None, Some(_)) => None,
+        (None, None) => {
+            return Err(Error::bad_request(
+                "bad_request",
+                "the body needs `stamp` (a snapshot) or `at` (an RFC 3339 moment)",
+            )
+            .into());
+        }
+    };
     let guard = state.begin("restore")?;
     let st = Arc::clone(state);
     state
         .tasks
         .spawn(async move {
             let _guard = guard;
-            orchestrate(&st, &stamp, body.include_chroma, body.pre_snapshot).await
+            let Some(at) = at else {
+                let stamp = stamp.expect("checked above");
+                return orchestrate(&st, &stamp, body.include_chroma, body.pre_snapshot).await;
+            };
+            // Build the database at `at` while atocore still serves.
+            let (p, base) = (st.config.paths.clone(), stamp.map(|s| s.to_string()));
+            let meta = blocking(&st, "build the point-in-time snapshot", move || {
+                Ok(atocore_restore_job::wal::pitr::snapshot_at(
+                    &p,
+                    at,
+                    base.as_deref(),
+                )?)
+            })
+            .await?;
+            st.summary.invalidate();
+            let stamp = Stamp::parse(&meta.stamp)?;
+            let mut resp = orchestrate(&st, &stamp, body.include_chroma, body.pre_snapshot).await;
+            match &mut resp {
+                Ok(r) => r.point_in_time = meta.point_in_time.clone(),
+                Err(RestoreFailure::Failed { response, .. }) => {
+                    response.point_in_time = meta.point_in_time.clone()
+                }
+                Err(RestoreFailure::Refused(_)) => {}
+            }
+            resp
         })
         .await
         .map_err(|e| Error::Internal(format!("the restore task stopped: {e}")))?
@@ -162,11 +210,26 @@ pub async fn orchestrate(
     let mut run = RestoreRun::new(state, stamp, include_chroma, pre_snapshot);
     run.stage().await?;
     let req = run.write_request().await?;
+    // The WAL stream lets go of the live database (the job refuses a database open
+    // elsewhere) and resumes, in a new generation, whatever happens next.
+    let _resume = pause_wal_stream(state).await;
     run.stop_atocore().await?;
     run.run_job(&req).await?;
     run.start_atocore().await?;
     run.finalize().await;
     Ok(run.finish())
+}
+
+async fn pause_wal_stream(state: &Arc<State>) -> crate::walstream::PauseGuard {
+    let wal = Arc::clone(&state.wal);
+    let w = Arc::clone(&wal);
+    let released = tokio::task::spawn_blocking(move || w.pause(std::time::Duration::from_secs(30)))
+        .await
+        .unwrap_or(false);
+    if !released {
+        tracing::warn!("the WAL stream did not let go of the database within 30 s");
+    }
+    crate::walstream::PauseGuard(wal)
 }
 
 static SEQ: AtomicU64 = AtomicU64::new(0);

@@ -154,6 +154,10 @@ async fn route(req: &Parts, body: &mut Option<Incoming>, state: &Arc<State>) -> 
             let r = operation::offsite_list(state).await?;
             Ok(json::reply(StatusCode::OK, &r))
         }
+        ["admin", "wal"] => {
+            allow(req, "GET")?;
+            wal(state).await
+        }
         ["admin", "drill"] => {
             allow(req, "GET, POST")?;
             if req.method == Method::GET {
@@ -199,6 +203,21 @@ async fn list(state: &Arc<State>) -> Result<Reply> {
     }
 }
 
+/// `GET /admin/wal`: the stream's status and the recoverable windows.
+async fn wal(state: &Arc<State>) -> Result<Reply> {
+    let paths = state.config.paths.clone();
+    let listed = tokio::task::spawn_blocking(move || atocore_restore_job::snapshot::list(&paths))
+        .await
+        .map_err(|e| Error::Internal(format!("listing the WAL windows: {e}")))??;
+    Ok(json::reply(
+        StatusCode::OK,
+        &serde_json::json!({
+            "stream": state.wal.status(),
+            "windows": listed.windows,
+        }),
+    ))
+}
+
 async fn validate(state: &Arc<State>, stamp: &str) -> Result<Reply> {
     let stamp = Stamp::parse(stamp)?;
     let paths = state.config.paths.clone();
@@ -225,6 +244,7 @@ async fn metrics(state: &Arc<State>) -> Reply {
             .and_then(|s| s.next_after(now))
             .map(|f| f.at),
         now,
+        wal: state.wal.status(),
     });
     json::text(crate::metrics::CONTENT_TYPE, text)
 }

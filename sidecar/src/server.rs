@@ -62,6 +62,11 @@ pub async fn run(
         .schedule
         .is_some()
         .then(|| tokio::spawn(scheduler::run(Arc::clone(&state), Arc::new(SystemClock))));
+    let wal = state
+        .config
+        .wal
+        .clone()
+        .map(|w| state.wal.spawn(state.config.paths.clone(), w));
 
     let permits = Arc::new(Semaphore::new(state.config.max_connections));
     let graceful = GracefulShutdown::new();
@@ -106,9 +111,13 @@ pub async fn run(
         }
     }
     drop(listener);
+    state.wal.stop();
     drain(&state, graceful).await;
     if let Some(s) = schedule {
         s.abort();
+    }
+    if let Some(w) = wal {
+        let _ = tokio::task::spawn_blocking(move || w.join()).await;
     }
     Ok(())
 }

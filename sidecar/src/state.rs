@@ -28,6 +28,8 @@ pub struct State {
     pub shutdown: CancellationToken,
     /// Blocking operations in flight; shutdown waits for them (bounded).
     pub tasks: TaskTracker,
+    /// Continuous WAL capture (idle unless `ATOCORE_WAL_STREAM` is on).
+    pub wal: Arc<crate::walstream::WalStream>,
 }
 
 impl State {
@@ -50,6 +52,7 @@ impl State {
             summary: SummaryCache::default(),
             shutdown,
             tasks: TaskTracker::new(),
+            wal: Arc::default(),
             config,
         })
     }

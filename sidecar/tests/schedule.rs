@@ -201,6 +201,7 @@ async fn a_scheduled_snapshot_is_pushed_off_site_right_after() {
         paused: false,
         next_run: None,
         now: Utc::now(),
+        wal: Default::default(),
     });
     assert!(m.contains("atocore_offsite_pushes_total 1\n"), "{m}");
     state.shutdown.cancel();

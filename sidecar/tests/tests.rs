@@ -13,3 +13,4 @@ mod docker;
 mod offsite;
 mod orchestration;
 mod schedule;
+mod wal;

@@ -43,6 +43,10 @@ pub struct Record {
     pub db_ino: u64,
     /// Where the capture began (`None`: the WAL had no valid header).
     pub start: Option<WalPosition>,
+    /// A snapshot taken before any frame of this generation existed (the WAL was
+    /// empty, so it records no position): its database is the generation's start.
+    #[serde(default)]
+    pub base: Option<String>,
 }
 
 /// A segment as listed (name only; the header is read on demand).
@@ -159,7 +163,8 @@ pub fn locate(headers: &[SegmentHeader], pos: &WalPosition) -> Option<usize> {
 #[derive(Debug, Clone)]
 pub struct Base {
     pub stamp: String,
-    pub position: WalPosition,
+    /// `None`: the generation's start (see [`Record::base`]).
+    pub position: Option<WalPosition>,
     /// When its read snapshot was pinned (it holds every commit before this moment).
     pub pinned_ms: i64,
     /// The segment holding its position.
@@ -167,13 +172,19 @@ pub struct Base {
 }
 
 /// The bases of a generation among `snapshots` (valid ones), oldest first.
-pub fn bases(headers: &[SegmentHeader], snapshots: &[Metadata]) -> Vec<Base> {
+pub fn bases(record: &Record, headers: &[SegmentHeader], snapshots: &[Metadata]) -> Vec<Base> {
     let mut out: Vec<Base> = snapshots
         .iter()
         .filter_map(|m| {
             let w = m.wal.as_ref()?;
-            let position = w.position?;
-            let segment = locate(headers, &position)?;
+            let (position, segment) = match w.position {
+                Some(p) => (Some(p), locate(headers, &p)?),
+                // The generation's own start, taken while its WAL was still empty.
+                None if record.base.as_deref() == Some(m.stamp.as_str()) && !headers.is_empty() => {
+                    (None, 0)
+                }
+                None => return None,
+            };
             Some(Base {
                 stamp: m.stamp.clone(),
                 position,
@@ -209,7 +220,7 @@ pub fn windows(paths: &Paths, snapshots: &[Metadata]) -> Result<Vec<Window>> {
                 continue;
             }
         };
-        let bs = bases(&headers, snapshots);
+        let bs = bases(&g.record, &headers, snapshots);
         let (Some(first), Some(last)) = (bs.first(), headers.last()) else {
             continue;
         };

@@ -78,7 +78,7 @@ pub fn plan(paths: &Paths, at: DateTime<Utc>, only_base: Option<&str>) -> Result
     let mut best: Option<(i64, Plan)> = None;
     for g in generation::list(paths)? {
         let headers = g.headers()?;
-        let bases = generation::bases(&headers, &snapshots);
+        let bases = generation::bases(&g.record, &headers, &snapshots);
         let target = headers.iter().rposition(|h| h.captured_ms <= at_ms);
         let Some(base) = bases
             .iter()
@@ -297,7 +297,7 @@ pub fn prune(paths: &Paths, days: u64, now: DateTime<Utc>) -> Result<Vec<PathBuf
             }
         };
         let newest = headers.last().map_or(0, |h| h.captured_ms);
-        let bases = generation::bases(&headers, &snapshots);
+        let bases = generation::bases(&g.record, &headers, &snapshots);
         // An ended generation without a base can never be replayed.
         if !is_current && (newest < cutoff || bases.is_empty()) {
             fs::remove_dir_all(&g.dir).map_err(Error::io("remove", &g.dir))?;

@@ -94,6 +94,9 @@ struct Live {
     has_base: bool,
     /// The WAL file's inode once the pin made SQLite create it.
     wal_ino: Option<u64>,
+    record: Record,
+    /// A sync ran after the one that began the generation.
+    synced_since_begin: bool,
 }
 
 impl Streamer {
@@ -127,11 +130,27 @@ impl Streamer {
         self.live.as_ref().is_some_and(|l| !l.has_base)
     }
 
-    /// A snapshot with a WAL position was taken while this generation ran.
-    pub fn base_taken(&mut self) {
-        if let Some(l) = self.live.as_mut() {
+    /// A snapshot was taken while this generation ran: whether it is a base for it.
+    /// One with a WAL position is found by that position; one without (the WAL was
+    /// empty when it was pinned) is the generation's start only when no frame existed
+    /// and no checkpoint ran since the generation began, and is then recorded as such.
+    pub fn base_taken(
+        &mut self,
+        stamp: &str,
+        wal: Option<&crate::metadata::SnapshotWal>,
+    ) -> Result<bool> {
+        let Some(l) = self.live.as_mut() else {
+            return Ok(false);
+        };
+        let Some(w) = wal else { return Ok(false) };
+        if w.position.is_some() {
+            l.has_base = true;
+        } else if l.record.start.is_none() && l.epoch.is_none() && !l.synced_since_begin {
+            l.record.base = Some(stamp.to_string());
+            crate::durable::write_json_atomic(&l.dir.join(generation::RECORD_FILE), &l.record)?;
             l.has_base = true;
         }
+        Ok(l.has_base)
     }
 
     /// Let go of the database (before a restore replaces it, or at shutdown). The next
@@ -238,8 +257,8 @@ impl Live {
         let wal = WalFile::open(&with_suffix(db, "-wal"))?;
         let header = wal.as_ref().and_then(|w| w.header());
         let resumed = header.and_then(|h| resumable(paths, &h, m.dev(), m.ino()));
-        let (id, dir, seq, pos, reason) = match resumed {
-            Some((g, seq, end)) => (g.record.id, g.dir, seq, Some(end), "resumed".to_string()),
+        let (record, dir, seq, pos, reason) = match resumed {
+            Some((g, seq, end)) => (g.record, g.dir, seq, Some(end), "resumed".to_string()),
             None => {
                 let now = Utc::now();
                 let id = generation::new_id(paths, now);
@@ -255,10 +274,11 @@ impl Live {
                     db_dev: m.dev(),
                     db_ino: m.ino(),
                     start: header.as_ref().map(start_of),
+                    base: None,
                 };
                 let dir = generation::create(paths, &record)?;
                 (
-                    id,
+                    record,
                     dir,
                     0,
                     header.as_ref().map(start_of),
@@ -267,7 +287,9 @@ impl Live {
             }
         };
         let mut live = Live {
-            id,
+            id: record.id.clone(),
+            record,
+            synced_since_begin: false,
             dir,
             read,
             gate,
@@ -413,6 +435,7 @@ impl Live {
         let result = self.poll(opts, report).and_then(|polled| {
             if polled.complete {
                 self.checkpoint_and_pin(report)?;
+                self.synced_since_begin = true;
             }
             Ok(())
         });
@@ -518,10 +541,12 @@ pub fn run(
                     keep_going: &keep_going,
                 },
             ) {
-                Ok(meta) if meta.wal.as_ref().is_some_and(|w| w.position.is_some()) => {
+                Ok(meta)
+                    if s.base_taken(&meta.stamp, meta.wal.as_ref())
+                        .unwrap_or(false) =>
+                {
                     tracing::info!(stamp = %meta.stamp, "base snapshot for the WAL generation taken");
                     sum.base_snapshots.push(meta.stamp);
-                    s.base_taken();
                 }
                 Ok(meta) => {
                     tracing::info!(stamp = %meta.stamp, "snapshot taken while the WAL was empty; a base is taken again later");

@@ -1,0 +1,143 @@
+//! Continuous WAL capture in the sidecar (`ATOCORE_WAL_STREAM`), without Docker: the
+//! real server in-process streams a sample install's database while a writer commits;
+//! its status, metrics and health report it, and what it captured restores a moment
+//! exactly through the engine's own `restore --at`. The orchestrated restore to a
+//! moment, with containers, is in `orchestration.rs`.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use rusqlite::Connection;
+use serde_json::Value;
+
+use crate::util::{Sidecar, wait_until};
+
+/// Commit `n` rows into `ticks`, each with the time it was committed (ms).
+fn commit_rows(db: &std::path::Path, from: i64, n: i64) -> Vec<(i64, i64)> {
+    let c = Connection::open(db).unwrap();
+    c.busy_timeout(Duration::from_secs(10)).unwrap();
+    c.execute_batch("CREATE TABLE IF NOT EXISTS ticks(n INTEGER PRIMARY KEY, t_ms INTEGER)")
+        .unwrap();
+    (from..from + n)
+        .map(|i| {
+            c.execute(
+                "INSERT INTO ticks VALUES (?1, ?2)",
+                rusqlite::params![i, Utc::now().timestamp_millis()],
+            )
+            .unwrap();
+            let done = Utc::now().timestamp_millis();
+            std::thread::sleep(Duration::from_millis(20));
+            (i, done)
+        })
+        .collect()
+}
+
+fn wal_status(sc: &Sidecar) -> Value {
+    let r = sc.get("/admin/wal");
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.json()
+}
+
+#[test]
+fn the_sidecar_streams_the_wal_and_what_it_captured_restores_a_moment_exactly() {
+    let sc = Sidecar::start_with(|s| {
+        s.flag("--wal-stream")
+            .set("--wal-poll", "100ms")
+            .set("--wal-checkpoint-frames", "50");
+    });
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            let v = wal_status(&sc);
+            v["stream"]["generation"].is_string() && v["stream"]["needs_base"] == false
+        }),
+        "no generation with a base: {}",
+        wal_status(&sc)
+    );
+    let first = commit_rows(&sc.paths.db, 1, 40);
+    std::thread::sleep(Duration::from_millis(600));
+    let at = Utc::now();
+    std::thread::sleep(Duration::from_millis(600));
+    let second = commit_rows(&sc.paths.db, 41, 40);
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            wal_status(&sc)["stream"]["commits_captured"].as_u64() >= Some(81)
+        }),
+        "{}",
+        wal_status(&sc)
+    );
+    let v = wal_status(&sc);
+    let windows = v["windows"].as_array().unwrap();
+    assert_eq!(windows.len(), 1, "{v}");
+    assert!(v["stream"]["lag_seconds"].as_f64().unwrap() < 5.0, "{v}");
+    assert!(v["stream"]["bytes_captured"].as_u64().unwrap() > 0, "{v}");
+    let m = sc.get("/metrics").body;
+    assert!(m.contains("atocore_wal_streaming 1\n"), "{m}");
+    assert!(
+        m.contains("atocore_wal_generations_started_total 1\n"),
+        "{m}"
+    );
+    let h = sc.get("/health").json();
+    assert!(h["wal"]["generation"].is_string(), "{h}");
+    assert!(
+        !h["reasons"].to_string().contains("WAL"),
+        "a healthy stream degrades nothing: {h}"
+    );
+    let paths = sc.paths.clone();
+    // As an orchestrated restore does: the stream lets go of the database.
+    assert!(sc.state.wal.pause(Duration::from_secs(10)));
+    assert_eq!(wal_status(&sc)["stream"]["paused"], true);
+
+    // The engine restores the moment from what the sidecar captured.
+    let meta = atocore_restore_job::wal::pitr::snapshot_at(&paths, at, None).unwrap();
+    let pit = meta.point_in_time.clone().unwrap();
+    assert_eq!(
+        Some(pit.generation.unwrap()),
+        windows[0]["generation"].as_str().map(String::from)
+    );
+    let r = atocore_restore_job::restore::restore(
+        &paths,
+        &atocore_restore_job::RestoreOptions {
+            stamp: meta.stamp.clone(),
+            confirmed_service_stopped: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert!(r.restored_integrity_ok, "{r:?}");
+    let c = Connection::open(&paths.db).unwrap();
+    let ns: Vec<i64> = c
+        .prepare("SELECT n FROM ticks ORDER BY n")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let expected: Vec<i64> = first.iter().map(|(n, _)| *n).collect();
+    assert_eq!(ns, expected, "exactly the rows committed before {at}");
+    assert!(second.iter().all(|(_, t)| *t > at.timestamp_millis()));
+    // Resumed, the stream follows the restored database in a new generation.
+    sc.state.wal.resume();
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            let v = wal_status(&sc);
+            v["stream"]["generations_started"] == 2 && v["stream"]["generation"].is_string()
+        }),
+        "{}",
+        wal_status(&sc)
+    );
+}
+
+#[test]
+fn a_sidecar_without_wal_streaming_captures_nothing() {
+    let sc = Sidecar::start();
+    commit_rows(&sc.paths.db, 1, 5);
+    let v = wal_status(&sc);
+    assert_eq!(v["stream"]["enabled"], false, "{v}");
+    assert!(v["windows"].as_array().is_none_or(|w| w.is_empty()), "{v}");
+    assert!(!sc.paths.backup_dir.join("wal").exists());
+    assert!(
+        !sc.get("/metrics")
+            .body
+            .contains("atocore_wal_frames_captured")
+    );
+}
