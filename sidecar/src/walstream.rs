@@ -183,7 +183,7 @@ impl WalStream {
                     s.caught_up_ms = streamer.caught_up_ms();
                     s.last_caught_up_at = s
                         .caught_up_ms
-                        .map(|t| atocore_restore_job::wal::generation::ms_to_rfc3339(t));
+                        .map(atocore_restore_job::wal::generation::ms_to_rfc3339);
                     s.last_error = None;
                 }),
                 Err(e) => {
