@@ -559,3 +559,87 @@ fn a_restore_after_which_atocore_stays_unhealthy_is_rolled_back() {
     let m = sc.get("/metrics").body;
     assert!(m.contains("atocore_restore_rollbacks_total 1\n"), "{m}");
 }
+
+#[test]
+fn a_restore_to_a_moment_while_streaming_reverts_to_it_and_the_stream_starts_a_new_generation() {
+    let Some(stack) = Stack::start("pitr", None) else {
+        return;
+    };
+    let sc = {
+        let (a, j) = (stack.atocore.clone(), stack.restore_job.clone());
+        let mut s = crate::util::Settings::for_root(&stack.paths.storage_root);
+        s.set("--docker-host", &docker_host())
+            .set("--container", &a)
+            .set("--restore-container", &j)
+            .set("--atocore-url", &stack.url(""))
+            .set("--stop-timeout-secs", "10")
+            .set("--healthy-timeout-secs", "60")
+            .flag("--wal-stream")
+            .set("--wal-poll", "100ms");
+        Sidecar::serve(s.config())
+    };
+    let wal = || sc.get("/admin/wal").json();
+    stack.remember("kept-before-the-moment");
+    assert!(
+        crate::util::wait_until(Duration::from_secs(30), || {
+            let v = wal();
+            v["stream"]["generation"].is_string()
+                && v["stream"]["needs_base"] == false
+                && v["windows"].as_array().is_some_and(|w| !w.is_empty())
+        }),
+        "the stream never got a base: {}",
+        wal()
+    );
+    let first_generation = wal()["stream"]["generation"].as_str().unwrap().to_string();
+    stack.remember("also-before-the-moment");
+    std::thread::sleep(Duration::from_millis(800));
+    let at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    std::thread::sleep(Duration::from_millis(800));
+    stack.remember("added-after-the-moment");
+    assert!(
+        crate::util::wait_until(Duration::from_secs(10), || {
+            wal()["windows"][0]["to"].as_str().is_some_and(|to| to > at.as_str())
+        }),
+        "the capture never passed the moment: {}",
+        wal()
+    );
+
+    let r = sc.post("/admin/restore", &json!({"at": at}).to_string());
+    assert_eq!(r.status, 200, "{}\n{}", r.body, stack.logs());
+    let v = r.json();
+    assert_eq!(v["healthy"], true, "{v}");
+    assert_eq!(v["rolled_back"], false, "{v}");
+    assert_eq!(v["restored_integrity_ok"], true, "{v}");
+    assert_eq!(v["point_in_time"]["at"], at.as_str(), "{v}");
+    assert_eq!(v["point_in_time"]["generation"], first_generation.as_str(), "{v}");
+    let base = v["point_in_time"]["base"].as_str().unwrap();
+    assert_eq!(v["point_in_time"]["files_from"], base, "{v}");
+    let restored_to = v["point_in_time"]["restored_to"].as_str().unwrap();
+    assert!(restored_to <= at.as_str(), "{v}");
+    let now = stack.memories();
+    assert!(now.contains("kept-before-the-moment"), "{now}");
+    assert!(now.contains("also-before-the-moment"), "{now}");
+    assert!(!now.contains("added-after-the-moment"), "{now}");
+    // The restored snapshot is listed as what it is.
+    let list = sc.get("/admin/backup").json();
+    let row = list["backups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["stamp"] == v["stamp"])
+        .unwrap()
+        .clone();
+    assert_eq!(row["kind"], "point-in-time", "{row}");
+    assert_eq!(row["valid"], true, "{row}");
+    // The stream follows the restored database in a new generation.
+    assert!(
+        crate::util::wait_until(Duration::from_secs(30), || {
+            let g = wal()["stream"]["generation"].clone();
+            g.is_string() && g != first_generation.as_str()
+        }),
+        "no new generation after the restore: {}",
+        wal()
+    );
+    stack.remember("after-the-restore");
+    assert!(stack.memories().contains("after-the-restore"));
+}

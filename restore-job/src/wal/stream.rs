@@ -165,7 +165,12 @@ impl Streamer {
     pub fn step(&mut self) -> Result<StepReport> {
         let mut report = StepReport::default();
         if self.live.is_none() {
-            if !self.paths.db.is_file() {
+            // Never hold the database open while a restore waits for it: the init job
+            // refuses a database open elsewhere.
+            if !self.paths.db.is_file()
+                || crate::layout::journal_path(&self.paths).exists()
+                || crate::layout::request_path(&self.paths).exists()
+            {
                 return Ok(report);
             }
             let (live, reason) = Live::begin(&self.paths, &mut report)?;
