@@ -39,7 +39,7 @@ pub enum Error {
 
     /// The live database is still open in another process.
     #[error(
-        "refusing to restore: the live database {0} is still open in another process (it holds the WAL shared-memory or file lock); stop atocore and try again"
+        "refusing to restore: the live database {0} is still open in another process (it holds the WAL shared-memory or file lock); stop atocore (and the sidecar, whose WAL streaming keeps the database open: docker compose stop atocore sidecar) and try again"
     )]
     DatabaseInUse(PathBuf),
 

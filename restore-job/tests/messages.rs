@@ -77,7 +77,7 @@ fn the_live_database_is_still_open() {
         2,
         "database_in_use",
         &format!(
-            "refusing to restore: the live database {} is still open in another process (it holds the WAL shared-memory or file lock); stop atocore and try again",
+            "refusing to restore: the live database {} is still open in another process (it holds the WAL shared-memory or file lock); stop atocore (and the sidecar, whose WAL streaming keeps the database open: docker compose stop atocore sidecar) and try again",
             i.paths.db.display()
         ),
     );

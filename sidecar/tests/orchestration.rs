@@ -598,7 +598,9 @@ fn a_restore_to_a_moment_while_streaming_reverts_to_it_and_the_stream_starts_a_n
     stack.remember("added-after-the-moment");
     assert!(
         crate::util::wait_until(Duration::from_secs(10), || {
-            wal()["windows"][0]["to"].as_str().is_some_and(|to| to > at.as_str())
+            wal()["windows"][0]["to"]
+                .as_str()
+                .is_some_and(|to| to > at.as_str())
         }),
         "the capture never passed the moment: {}",
         wal()
@@ -611,7 +613,11 @@ fn a_restore_to_a_moment_while_streaming_reverts_to_it_and_the_stream_starts_a_n
     assert_eq!(v["rolled_back"], false, "{v}");
     assert_eq!(v["restored_integrity_ok"], true, "{v}");
     assert_eq!(v["point_in_time"]["at"], at.as_str(), "{v}");
-    assert_eq!(v["point_in_time"]["generation"], first_generation.as_str(), "{v}");
+    assert_eq!(
+        v["point_in_time"]["generation"],
+        first_generation.as_str(),
+        "{v}"
+    );
     let base = v["point_in_time"]["base"].as_str().unwrap();
     assert_eq!(v["point_in_time"]["files_from"], base, "{v}");
     let restored_to = v["point_in_time"]["restored_to"].as_str().unwrap();

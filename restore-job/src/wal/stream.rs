@@ -164,13 +164,19 @@ impl Streamer {
     /// still be copied later, and ends it otherwise.
     pub fn step(&mut self) -> Result<StepReport> {
         let mut report = StepReport::default();
+        // Never hold the database open while a restore waits for it: the init job
+        // refuses a database open elsewhere.
+        let restore_waits = crate::layout::journal_path(&self.paths).exists()
+            || crate::layout::request_path(&self.paths).exists();
+        if restore_waits {
+            if let Some(l) = self.live.take() {
+                tracing::info!(generation = %l.id, "a restore waits for the database; WAL streaming lets go of it");
+                report.ended = Some((l.id, "restore_pending".into()));
+            }
+            return Ok(report);
+        }
         if self.live.is_none() {
-            // Never hold the database open while a restore waits for it: the init job
-            // refuses a database open elsewhere.
-            if !self.paths.db.is_file()
-                || crate::layout::journal_path(&self.paths).exists()
-                || crate::layout::request_path(&self.paths).exists()
-            {
+            if !self.paths.db.is_file() {
                 return Ok(report);
             }
             let (live, reason) = Live::begin(&self.paths, &mut report)?;

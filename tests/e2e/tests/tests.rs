@@ -205,7 +205,9 @@ fn demo_stack_comes_up_and_serves_memories() {
 
     // docker stop (SIGTERM): clean and quick; the database is closed (WAL checkpointed).
     let started = Instant::now();
-    stack.compose_ok(&[], &["stop", "-t", "20", "atocore"]);
+    // (The sidecar's WAL streaming keeps the database open: stop it too, as the
+    // runbook's manual route does, so the database is closed for real.)
+    stack.compose_ok(&[], &["stop", "-t", "20", "atocore", "sidecar"]);
     assert!(
         started.elapsed() < Duration::from_secs(10),
         "stop took {:?}",
@@ -273,7 +275,7 @@ fn manual_restore_route_reverts_a_mutation() {
     assert_eq!(refused.code, 2, "restore while running: {refused:?}");
     assert_eq!(contents(&stack, "manual"), ["kept", "MUTATION"]);
 
-    stack.compose_ok(&[], &["stop", "atocore"]);
+    stack.compose_ok(&[], &["stop", "atocore", "sidecar"]);
     let restored = stack.restore_job(true, &["restore", &stamp, "--confirm-service-stopped"]);
     assert_eq!(restored.code, 0, "restore: {restored:?}");
     assert_eq!(restored.json["stamp"], stamp.as_str());
@@ -372,7 +374,7 @@ fn init_job_performs_a_pending_request_before_atocore_starts() {
             .0,
         201
     );
-    stack.compose_ok(&[], &["stop", "atocore"]);
+    stack.compose_ok(&[], &["stop", "atocore", "sidecar"]);
 
     let restore_dir = stack.root.join("backups/restore");
     std::fs::create_dir_all(&restore_dir).unwrap();
