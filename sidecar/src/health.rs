@@ -135,6 +135,11 @@ fn build(state: &State, s: &Summary, docker: Reachability, now: DateTime<Utc>) -
             )),
             _ => {}
         }
+        if let Some(e) = st.offsite.as_ref().and_then(|o| o.last_error.as_ref()) {
+            reasons.push(format!(
+                "the off-site copy of the captured WAL failed: {e}; it is retried every ATOCORE_OFFSITE_WAL_INTERVAL"
+            ));
+        }
         st
     });
     HealthReport {

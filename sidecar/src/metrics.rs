@@ -285,6 +285,13 @@ impl Metrics {
                 "WAL generations started since the sidecar started",
                 s.wal.generations_started,
             );
+            if let Some(lag) = s.wal.offsite.as_ref().and_then(|o| o.lag_seconds) {
+                r.gauge(
+                    "atocore_wal_offsite_lag_seconds",
+                    "Seconds since every captured WAL segment was last on the off-site target",
+                    lag,
+                );
+            }
             r.int_gauge(
                 "atocore_wal_needs_base",
                 "1 while the current generation waits for its base snapshot",

@@ -62,11 +62,15 @@ pub async fn run(
         .schedule
         .is_some()
         .then(|| tokio::spawn(scheduler::run(Arc::clone(&state), Arc::new(SystemClock))));
-    let wal = state
-        .config
-        .wal
-        .clone()
-        .map(|w| state.wal.spawn(state.config.paths.clone(), w));
+    let wal = state.config.wal.clone().map(|w| {
+        let every = w.offsite_every;
+        let offsite = state.config.offsite.clone().map(|o| {
+            state
+                .wal
+                .spawn_offsite(state.config.paths.clone(), o, every)
+        });
+        (state.wal.spawn(state.config.paths.clone(), w), offsite)
+    });
 
     let permits = Arc::new(Semaphore::new(state.config.max_connections));
     let graceful = GracefulShutdown::new();
@@ -116,8 +120,12 @@ pub async fn run(
     if let Some(s) = schedule {
         s.abort();
     }
-    if let Some(w) = wal {
-        let _ = tokio::task::spawn_blocking(move || w.join()).await;
+    if let Some((w, offsite)) = wal {
+        let _ = tokio::task::spawn_blocking(move || {
+            let _ = w.join();
+            offsite.map(|o| o.join())
+        })
+        .await;
     }
     Ok(())
 }

@@ -32,6 +32,23 @@ pub struct WalStatus {
     pub needs_base: bool,
     pub paused: bool,
     pub last_error: Option<String>,
+    /// Off-site copy of the captured WAL (when a target is set).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub offsite: Option<OffsiteWalStatus>,
+    #[serde(skip)]
+    caught_up_ms: Option<i64>,
+}
+
+/// The off-site side of the stream.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct OffsiteWalStatus {
+    /// Seconds since every captured segment was last on the target.
+    pub lag_seconds: Option<f64>,
+    pub last_push_at: Option<String>,
+    pub segments_pushed: u64,
+    pub objects_pushed: u64,
+    pub bytes_pushed: u64,
+    pub last_error: Option<String>,
     #[serde(skip)]
     caught_up_ms: Option<i64>,
 }
@@ -65,6 +82,7 @@ pub struct WalSettings {
     pub poll: Duration,
     pub checkpoint_frames: u64,
     pub max_lag: Duration,
+    pub offsite_every: Duration,
 }
 
 impl WalStream {
@@ -76,6 +94,11 @@ impl WalStream {
             .unwrap_or_else(|p| p.into_inner())
             .clone();
         s.lag_seconds = s.lag();
+        if let Some(o) = s.offsite.as_mut() {
+            o.lag_seconds = o
+                .caught_up_ms
+                .map(|t| ((Utc::now().timestamp_millis() - t).max(0)) as f64 / 1000.0);
+        }
         s.paused = self
             .control
             .lock()
@@ -100,6 +123,61 @@ impl WalStream {
             .name("wal-stream".into())
             .spawn(move || me.run(&paths, &settings))
             .expect("spawning the WAL stream thread")
+    }
+
+    /// Push the captured WAL to the off-site target every `every` (only what is new:
+    /// one object per push, none when nothing is), on a thread of its own.
+    pub fn spawn_offsite(
+        self: &Arc<Self>,
+        paths: Paths,
+        offsite: atocore_restore_job::offsite::OffsiteArgs,
+        every: Duration,
+    ) -> std::thread::JoinHandle<()> {
+        self.update(|s| s.offsite = Some(OffsiteWalStatus::default()));
+        let me = Arc::clone(self);
+        std::thread::Builder::new()
+            .name("wal-offsite".into())
+            .spawn(move || {
+                let mut known = None;
+                loop {
+                    {
+                        let c = me.control.lock().unwrap_or_else(|p| p.into_inner());
+                        if c.stop {
+                            return;
+                        }
+                        let _ = me.changed.wait_timeout(c, every);
+                    }
+                    if me.control.lock().unwrap_or_else(|p| p.into_inner()).stop {
+                        return;
+                    }
+                    let started = Utc::now().timestamp_millis();
+                    let r = offsite.push_wal(&paths, &mut known);
+                    me.update(|s| {
+                        let o = s.offsite.get_or_insert_with(OffsiteWalStatus::default);
+                        match r {
+                            Ok(r) => {
+                                o.segments_pushed += r.segments;
+                                o.objects_pushed += r.objects;
+                                o.bytes_pushed += r.bytes;
+                                o.caught_up_ms = Some(started);
+                                if r.objects > 0 {
+                                    o.last_push_at =
+                                        Some(atocore_restore_job::wal::generation::ms_to_rfc3339(
+                                            started,
+                                        ));
+                                }
+                                o.last_error = None;
+                            }
+                            Err(e) => {
+                                tracing::warn!(cause = %e, "off-site WAL push failed; retrying");
+                                o.last_error = Some(e.to_string());
+                                known = None;
+                            }
+                        }
+                    });
+                }
+            })
+            .expect("spawning the off-site WAL thread")
     }
 
     /// Stop the thread at its next look.
@@ -279,6 +357,9 @@ pub struct WalArgs {
         global = true
     )]
     pub wal_checkpoint_frames: u64,
+    /// How often the captured WAL is pushed to the off-site target (when one is set).
+    #[arg(long, env = "ATOCORE_OFFSITE_WAL_INTERVAL", default_value = "10s", value_parser = atocore_restore_job::config::parse_duration_secs, global = true)]
+    pub offsite_wal_interval: Duration,
     /// `/health` says `degraded` when the capture lags the database by more than this.
     #[arg(long, env = "ATOCORE_WAL_MAX_LAG", default_value = "60s", value_parser = atocore_restore_job::config::parse_duration_secs, global = true)]
     pub wal_max_lag: Duration,
@@ -291,6 +372,7 @@ impl WalArgs {
             poll: self.wal_poll,
             checkpoint_frames: self.wal_checkpoint_frames.max(1),
             max_lag: self.wal_max_lag,
+            offsite_every: self.offsite_wal_interval.max(Duration::from_secs(1)),
         })
     }
 }

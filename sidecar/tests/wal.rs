@@ -68,7 +68,10 @@ fn the_sidecar_streams_the_wal_and_what_it_captured_restores_a_moment_exactly() 
     let v = wal_status(&sc);
     let windows = v["windows"].as_array().unwrap();
     assert_eq!(windows.len(), 1, "{v}");
-    assert!(v["stream"]["lag_seconds"].as_f64().unwrap() < 5.0, "{v}");
+    assert!(
+        v["stream"]["lag_seconds"].as_f64().is_some_and(|l| l < 5.0),
+        "{v}"
+    );
     assert!(v["stream"]["bytes_captured"].as_u64().unwrap() > 0, "{v}");
     let m = sc.get("/metrics").body;
     assert!(m.contains("atocore_wal_streaming 1\n"), "{m}");
@@ -140,4 +143,58 @@ fn a_sidecar_without_wal_streaming_captures_nothing() {
             .body
             .contains("atocore_wal_frames_captured")
     );
+}
+
+#[test]
+fn with_an_offsite_target_the_captured_wal_is_pushed_there_in_batches() {
+    let remote = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", remote.path().display());
+    let sc = Sidecar::start_with(|s| {
+        s.flag("--wal-stream")
+            .set("--wal-poll", "100ms")
+            .set("--offsite-wal-interval", "1s")
+            .set("--offsite-url", &url)
+            .set("--offsite-unencrypted", "true");
+    });
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            wal_status(&sc)["stream"]["needs_base"] == false
+                && wal_status(&sc)["stream"]["generation"].is_string()
+        }),
+        "{}",
+        wal_status(&sc)
+    );
+    commit_rows(&sc.paths.db, 1, 30);
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            let v = wal_status(&sc);
+            v["stream"]["offsite"]["segments_pushed"].as_u64() > Some(0)
+                && v["stream"]["offsite"]["lag_seconds"]
+                    .as_f64()
+                    .is_some_and(|l| l < 5.0)
+        }),
+        "{}",
+        wal_status(&sc)
+    );
+    let generation = wal_status(&sc)["stream"]["generation"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let batches: Vec<String> = std::fs::read_dir(remote.path().join("wal").join(&generation))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        !batches.is_empty() && batches.iter().all(|b| b.ends_with(".batch")),
+        "{batches:?}"
+    );
+    // A batch per push with something new: far fewer objects than segments.
+    let v = wal_status(&sc);
+    assert!(
+        v["stream"]["offsite"]["objects_pushed"].as_u64().unwrap()
+            <= v["stream"]["offsite"]["segments_pushed"].as_u64().unwrap(),
+        "{v}"
+    );
+    let m = sc.get("/metrics").body;
+    assert!(m.contains("atocore_wal_offsite_lag_seconds "), "{m}");
 }

@@ -15,6 +15,7 @@ pub mod prune;
 pub mod push;
 pub mod store;
 pub mod verify;
+pub mod wal;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -103,6 +104,25 @@ impl OffsiteArgs {
         push::push(paths, &target, &sealer, &push::Which::Missing, None)
     }
 
+    /// Upload the captured WAL segments the target lacks. `known` is what the target
+    /// holds, kept by the caller between pushes (`None`: ask the target, one listing).
+    pub fn push_wal(
+        &self,
+        paths: &Paths,
+        known: &mut Option<wal::RemoteWal>,
+    ) -> Result<wal::WalPushReport> {
+        let sealer = crypto::Sealer::from_settings(self.recipients.as_deref(), self.unencrypted())?;
+        let target = self.target(true)?;
+        let state = match known.take() {
+            Some(k) => k,
+            None => wal::remote_state(&target)?,
+        };
+        let mut state = state;
+        let r = wal::push(paths, &target, &sealer, &mut state);
+        *known = Some(state);
+        r
+    }
+
     /// The snapshots on the target.
     pub fn list_remote(&self) -> Result<list::RemoteList> {
         list::list(&self.target(false)?)
@@ -146,10 +166,16 @@ pub enum OffsiteCommand {
         #[arg(long, value_name = "FILE")]
         identity: Option<PathBuf>,
     },
-    /// Download a snapshot, check every hash, and publish it as a local snapshot.
+    /// Download a snapshot, check every hash, and publish it as a local snapshot. With
+    /// --at: download the captured WAL and the snapshot that starts the replay, and
+    /// build the database at that moment as a local `point-in-time` snapshot.
     Fetch {
         /// A stamp, or `latest`.
-        stamp: String,
+        #[arg(required_unless_present = "at", conflicts_with = "at")]
+        stamp: Option<String>,
+        /// An RFC 3339 moment (see `restore --at`).
+        #[arg(long, value_name = "RFC3339")]
+        at: Option<String>,
         /// The age identity file (private key) the target was encrypted to.
         #[arg(long, value_name = "FILE")]
         identity: Option<PathBuf>,
@@ -176,7 +202,16 @@ pub fn run(paths: &Paths, cli: OffsiteCli) -> Result<(Value, u8)> {
             let identity = identity.as_deref().map(Identity::load).transpose()?;
             let target = s.target(true)?;
             let r = push::push(paths, &target, &sealer, &which, identity.as_ref())?;
-            Ok((to_value(&r), 0))
+            let mut v = to_value(&r);
+            // The captured WAL follows the snapshots (point-in-time recovery off-site).
+            if crate::wal::generation::wal_dir(paths).is_dir() {
+                let mut known = wal::remote_state(&target)?;
+                let w = wal::push(paths, &target, &sealer, &mut known)?;
+                if let Value::Object(o) = &mut v {
+                    o.insert("wal".into(), to_value(&w));
+                }
+            }
+            Ok((v, 0))
         }
         OffsiteCommand::List => {
             let target = s.target(false)?;
@@ -197,10 +232,24 @@ pub fn run(paths: &Paths, cli: OffsiteCli) -> Result<(Value, u8)> {
             let code = if r.ok { 0 } else { 1 };
             Ok((to_value(&r), code))
         }
-        OffsiteCommand::Fetch { stamp, identity } => {
+        OffsiteCommand::Fetch {
+            stamp,
+            at,
+            identity,
+        } => {
             let identity = identity.as_deref().map(Identity::load).transpose()?;
             let target = s.target(false)?;
-            let r = fetch::fetch(paths, &target, &stamp, identity.as_ref())?;
+            if let Some(at) = at {
+                let at = crate::wal::pitr::parse_at(&at)?;
+                let r = wal::fetch_at(paths, &target, at, identity.as_ref())?;
+                return Ok((to_value(&r), 0));
+            }
+            let r = fetch::fetch(
+                paths,
+                &target,
+                stamp.as_deref().unwrap_or("latest"),
+                identity.as_ref(),
+            )?;
             Ok((to_value(&r), 0))
         }
         OffsiteCommand::Prune(args) => {

@@ -30,7 +30,7 @@ pub(crate) fn backup_locked(
     mut hooks: BackupHooks<'_>,
 ) -> Result<Metadata> {
     let started = Instant::now();
-    let mut b = Build::start(paths)?;
+    let mut b = Build::start(paths, true)?;
     let copy_started = Instant::now();
     let db = b.copy_database(opts, &hooks)?;
     let registry_file = b.copy_registry()?;
@@ -127,9 +127,10 @@ struct ChromaCopy {
 }
 
 impl<'a> Build<'a> {
-    /// A stamp nobody has (published or in the making) and its partial folder.
-    fn start(paths: &'a Paths) -> Result<Build<'a>> {
-        if !paths.db.is_file() {
+    /// A stamp nobody has (published or in the making) and its partial folder;
+    /// `from_live`: the snapshot copies the live database, which must exist.
+    fn start(paths: &'a Paths, from_live: bool) -> Result<Build<'a>> {
+        if from_live && !paths.db.is_file() {
             return Err(Error::MissingDatabase(paths.db.clone()));
         }
         let snapshots = paths.snapshots_dir();
@@ -399,7 +400,8 @@ pub(crate) fn derive_locked(
             });
         }
     };
-    let mut b = Build::start(paths)?;
+    // Made from a snapshot, not from the live files (which may not exist: a new host).
+    let mut b = Build::start(paths, false)?;
     durable::create_dir_all(&b.partial.join("db"))?;
     let out = b.partial.join(DB_REL);
     fs::copy(base_dir.join(DB_REL), &out).map_err(Error::io("copy", base_dir.join(DB_REL)))?;
