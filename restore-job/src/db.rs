@@ -76,8 +76,19 @@ pub fn copy_at_pin(
     let wal_mode = mode.eq_ignore_ascii_case("wal");
     let gate = open()?;
     if wal_mode {
-        gate.execute_batch("BEGIN IMMEDIATE")
-            .map_err(Error::sqlite("take the write lock on", src))?;
+        match gate.execute_batch("BEGIN IMMEDIATE") {
+            Ok(()) => {}
+            // A writer held the lock for the whole busy timeout: the page-by-page backup
+            // needs no write lock at all (the snapshot then records no WAL position).
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy =>
+            {
+                tracing::warn!(path = %src.display(), "the write lock stayed taken; copying through SQLite's backup API instead");
+                drop((gate, source));
+                return online_backup(src, dst, timeout, keep_going);
+            }
+            Err(e) => return Err(Error::sqlite("take the write lock on", src)(e)),
+        }
     }
     source
         .execute_batch("BEGIN DEFERRED; SELECT 1 FROM sqlite_schema LIMIT 1;")
