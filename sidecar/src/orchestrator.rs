@@ -158,7 +158,7 @@ pub async fn restore(
         (None, Some(_)) => None,
         (None, None) => {
             return Err(Error::bad_request(
-                "bad_request",
+                "bad_json",
                 "the body needs `stamp` (a snapshot) or `at` (an RFC 3339 moment)",
             )
             .into());
