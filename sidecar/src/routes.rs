@@ -119,6 +119,8 @@ async fn route(req: &Parts, body: &mut Option<Incoming>, state: &Arc<State>) -> 
             } else {
                 let body: BackupBody = read(req, body, state).await?;
                 let meta = operation::backup(state, body.include_chroma, Kind::Manual).await?;
+                // Off-site: pushed after the answer, as its own operation.
+                operation::offsite_push_in_background(state);
                 Ok(json::reply(StatusCode::OK, &meta))
             }
         }
@@ -213,6 +215,14 @@ async fn metrics(state: &Arc<State>) -> Reply {
     let docker = state.docker.reachability().await;
     let running = state.gate.running();
     let now = Utc::now();
+    if state.config.offsite.is_some() {
+        let newest = state.offsite.remote().and_then(|r| r.newest());
+        let verify = state
+            .offsite
+            .last_verify(&state.config.paths)
+            .and_then(|v| Some((v.at()?, v.ok, v.problems)));
+        state.metrics.note_offsite(newest, verify);
+    }
     let text = state.metrics.render(&Scrape {
         summary: &listing.summary,
         docker_up: docker.reachable,

@@ -28,6 +28,8 @@ pub struct State {
     pub shutdown: CancellationToken,
     /// Blocking operations in flight; shutdown waits for them (bounded).
     pub tasks: TaskTracker,
+    /// What is known of the off-site target.
+    pub offsite: crate::offsite::OffsiteState,
 }
 
 impl State {
@@ -50,6 +52,7 @@ impl State {
             summary: SummaryCache::default(),
             shutdown,
             tasks: TaskTracker::new(),
+            offsite: crate::offsite::OffsiteState::default(),
             config,
         })
     }

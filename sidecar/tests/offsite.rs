@@ -30,9 +30,8 @@ fn push_list_metrics_and_health_on_a_folder_target() {
         s.set("--offsite-url", &url)
             .set("--offsite-unencrypted", "true");
     });
-    let b = sc.post("/admin/backup", "{}");
-    assert_eq!(b.status, 200, "{}", b.body);
-    let stamp = b.json()["stamp"].as_str().unwrap().to_string();
+    // Made by the CLI, so no background push races the explicit one below.
+    let stamp = cli_backup(&sc.paths);
 
     let p = sc.post("/admin/offsite/push", "{}");
     assert_eq!(p.status, 200, "{}", p.body);
@@ -77,7 +76,7 @@ fn a_failed_push_is_counted_and_turns_health_degraded() {
         s.set("--offsite-url", &url)
             .set("--offsite-unencrypted", "true");
     });
-    sc.post("/admin/backup", "{}");
+    cli_backup(&sc.paths);
     let p = sc.post("/admin/offsite/push", "{}");
     assert!(p.status >= 400, "{}", p.body);
     let m = sc.get("/metrics").body;
@@ -128,5 +127,277 @@ fn a_target_without_recipients_is_refused_at_start() {
     assert_eq!(
         err.to_string(),
         "off-site: ATOCORE_OFFSITE_URL `file://relative/folder`: a folder target needs an absolute path, such as file:///mnt/backup/atocore"
+    );
+}
+
+fn reasons(h: &serde_json::Value) -> Vec<String> {
+    h["reasons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap().to_string())
+        .collect()
+}
+
+/// A snapshot made by another process (the CLI), which this sidecar did not push.
+fn cli_backup(paths: &atocore_restore_job::Paths) -> String {
+    atocore_restore_job::snapshot::backup(
+        paths,
+        &atocore_restore_job::BackupOptions::default(),
+        atocore_restore_job::BackupHooks::default(),
+    )
+    .unwrap()
+    .stamp
+}
+
+#[test]
+fn a_manual_snapshot_is_pushed_after_the_answer_and_counted() {
+    let remote = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", remote.path().display());
+    let sc = Sidecar::start_with(|s| {
+        s.set("--offsite-url", &url)
+            .set("--offsite-unencrypted", "on");
+    });
+    let b = sc.post("/admin/backup", "{}");
+    assert_eq!(b.status, 200, "{}", b.body);
+    let stamp = b.json()["stamp"].as_str().unwrap().to_string();
+    assert!(
+        wait_until(std::time::Duration::from_secs(60), || remote_stamps(
+            remote.path()
+        ) == vec![
+            stamp.clone()
+        ] && sc
+            .state
+            .gate
+            .running()
+            .is_none()),
+        "the manual snapshot was not pushed: {:?}",
+        remote_stamps(remote.path())
+    );
+    let m = sc.get("/metrics").body;
+    assert!(m.contains("atocore_offsite_pushes_total 1\n"), "{m}");
+    assert!(m.contains("atocore_offsite_push_failures_total 0\n"), "{m}");
+    assert!(m.contains("atocore_offsite_newest_age_seconds "), "{m}");
+    let h = sc.get("/health").json();
+    assert_eq!(h["status"], "ok", "{h}");
+    assert_eq!(h["offsite"]["newest_remote"], stamp.as_str(), "{h}");
+    assert_eq!(h["offsite"]["pending"], serde_json::json!([]), "{h}");
+    assert_eq!(h["offsite"]["max_age_seconds"], 36 * 3600, "{h}");
+    assert!(h["offsite"]["lag_seconds"].as_i64().unwrap() >= 0, "{h}");
+
+    // A snapshot this sidecar did not make is pending until a push.
+    let other = cli_backup(&sc.paths);
+    let l = sc.get("/admin/offsite");
+    assert_eq!(l.status, 200, "{}", l.body);
+    let v = l.json();
+    assert_eq!(v["pending"], serde_json::json!([other]), "{v}");
+    assert_eq!(v["snapshots"][0]["stamp"], stamp.as_str(), "{v}");
+    let lag = v["lag_seconds"].as_i64().unwrap();
+    assert!((0..600).contains(&lag), "{v}");
+    assert_eq!(
+        sc.get("/health").json()["offsite"]["pending"],
+        serde_json::json!([other])
+    );
+}
+
+#[test]
+fn a_backup_requested_during_a_background_push_makes_it_yield() {
+    let remote = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", remote.path().display());
+    let sc = Sidecar::start_with(|s| {
+        s.set("--offsite-url", &url)
+            .set("--offsite-unencrypted", "true");
+    });
+    // Enough incompressible chroma data for a push of many batches.
+    let big = sc.paths.chroma.join("big.bin");
+    let mut data = vec![0u8; 96 << 20];
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for b in data.iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = x as u8;
+    }
+    std::fs::write(&big, &data).unwrap();
+    drop(data);
+
+    let first = sc.post("/admin/backup", r#"{"include_chroma": true}"#);
+    assert_eq!(first.status, 200, "{}", first.body);
+    let first = first.json()["stamp"].as_str().unwrap().to_string();
+    assert!(
+        wait_until(std::time::Duration::from_secs(30), || sc
+            .state
+            .gate
+            .running()
+            .is_some_and(|r| r.operation == "offsite push")),
+        "the background push did not start"
+    );
+    // Without yielding this would be a 409 for as long as the upload takes.
+    let second = sc.post("/admin/backup", "{}");
+    assert_eq!(second.status, 200, "{}", second.body);
+    let second = second.json()["stamp"].as_str().unwrap().to_string();
+    assert!(
+        wait_until(std::time::Duration::from_secs(120), || remote_stamps(
+            remote.path()
+        ) == vec![
+            first.clone(),
+            second.clone()
+        ] && sc
+            .state
+            .gate
+            .running()
+            .is_none()),
+        "both snapshots end up on the target: {:?}",
+        remote_stamps(remote.path())
+    );
+    let m = sc.get("/metrics").body;
+    // The push that yielded is neither a success nor a failure.
+    assert!(m.contains("atocore_offsite_pushes_total 1\n"), "{m}");
+    assert!(m.contains("atocore_offsite_push_failures_total 0\n"), "{m}");
+    assert_eq!(sc.get("/health").json()["status"], "ok");
+}
+
+#[test]
+fn health_is_degraded_when_the_newest_remote_copy_is_too_old() {
+    let remote = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", remote.path().display());
+    let (dir, paths) = sample_root(200);
+    let mut s = Settings::for_root(&paths.storage_root);
+    s.set("--offsite-url", &url)
+        .set("--offsite-unencrypted", "1");
+    let first = Sidecar::serve(s.config());
+    let b = first.post("/admin/backup", "{}");
+    assert_eq!(b.status, 200, "{}", b.body);
+    let stamp = b.json()["stamp"].as_str().unwrap().to_string();
+    assert!(wait_until(std::time::Duration::from_secs(60), || {
+        remote_stamps(remote.path()) == vec![stamp.clone()] && first.state.gate.running().is_none()
+    }));
+    first.stop();
+
+    // A restarted sidecar lists the target once, in the background, for /health.
+    s.set("--offsite-max-age", "1s");
+    let sc = Sidecar::serve(s.config());
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    let mut h = sc.get("/health").json();
+    assert!(
+        wait_until(std::time::Duration::from_secs(20), || {
+            h = sc.get("/health").json();
+            h["offsite"]["remote_seen_at"].is_string()
+        }),
+        "{h}"
+    );
+    assert_eq!(h["status"], "degraded", "{h}");
+    assert_eq!(h["offsite"]["newest_remote"], stamp.as_str(), "{h}");
+    assert_eq!(h["offsite"]["max_age_seconds"], 1, "{h}");
+    assert!(h["offsite"]["lag_seconds"].as_i64().unwrap() >= 2, "{h}");
+    assert_eq!(
+        reasons(&h)
+            .iter()
+            .filter(|r| r.contains("ATOCORE_OFFSITE_MAX_AGE"))
+            .count(),
+        1,
+        "{h}"
+    );
+    let m = sc.get("/metrics").body;
+    assert!(m.contains("atocore_offsite_newest_age_seconds "), "{m}");
+    sc.stop();
+
+    // Within the limit: ok.
+    s.set("--offsite-max-age", "36h");
+    let sc = Sidecar::serve(s.config());
+    assert!(wait_until(std::time::Duration::from_secs(20), || {
+        sc.get("/health").json()["offsite"]["remote_seen_at"].is_string()
+    }));
+    let h = sc.get("/health").json();
+    assert_eq!(h["status"], "ok", "{h}");
+    drop(dir);
+}
+
+#[test]
+fn a_recorded_verify_with_problems_turns_health_degraded_after_a_restart() {
+    let remote = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", remote.path().display());
+    let (_dir, paths) = sample_root(200);
+    let record = serde_json::json!({
+        "at": "2026-11-20T06:00:00Z", "ok": false, "problems": 3, "snapshots": 2,
+        "objects_checked": 40, "chunks_read": 2, "read_data_percent": 5.0
+    });
+    let file = paths.backup_dir.join("offsite/sidecar-verify.json");
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    std::fs::write(&file, record.to_string()).unwrap();
+    let mut s = Settings::for_root(&paths.storage_root);
+    s.set("--offsite-url", &url)
+        .set("--offsite-unencrypted", "yes");
+    let sc = Sidecar::serve(s.config());
+    let h = sc.get("/health").json();
+    assert_eq!(h["status"], "degraded", "{h}");
+    assert_eq!(h["offsite"]["last_verify"], record, "{h}");
+    assert!(
+        reasons(&h).iter().any(|r| r
+            == "the last off-site verify (2026-11-20T06:00:00Z) found 3 damaged or missing objects; run `atocore-restore-job offsite verify` for the list, then push again"),
+        "{h}"
+    );
+    let m = sc.get("/metrics").body;
+    assert!(m.contains("atocore_offsite_verify_last_ok 0\n"), "{m}");
+    assert!(
+        m.contains("atocore_offsite_verify_last_problems 3\n"),
+        "{m}"
+    );
+    assert!(
+        m.contains("atocore_offsite_verify_last_timestamp_seconds 1795154400.0\n"),
+        "{m}"
+    );
+}
+
+#[test]
+fn offsite_settings_are_checked_at_start() {
+    let root = tempfile::tempdir().unwrap();
+    let parse = |extra: &[&str]| {
+        let mut s = Settings::for_root(root.path());
+        s.set("--offsite-url", "file:///mnt/backup/atocore");
+        let mut args = vec!["atocore-sidecar".to_string()];
+        args.extend(s.args());
+        args.extend(extra.iter().map(|a| a.to_string()));
+        Config::parse_from(args)
+    };
+    // Yes/no like every other yes/no setting: a typo is refused, not read as "no".
+    let e = parse(&["--offsite-unencrypted", "maybe"]).unwrap_err();
+    assert_eq!(e.code(), "bad_config");
+    assert!(e.to_string().contains("--offsite-unencrypted"), "{e}");
+    let c = parse(&["--offsite-unencrypted", "ON"]).unwrap();
+    assert!(c.offsite.unwrap().unencrypted);
+    assert!(
+        parse(&["--offsite-unencrypted", "off"]).is_err(),
+        "no recipients"
+    );
+
+    let c = parse(&["--offsite-unencrypted", "true"]).unwrap();
+    assert_eq!(
+        c.offsite_verify_every,
+        Some(std::time::Duration::from_secs(7 * 86400))
+    );
+    assert_eq!(c.offsite_verify_read_data, 5.0);
+    assert_eq!(c.offsite_max_age, std::time::Duration::from_secs(36 * 3600));
+    assert_eq!(c.offsite_prune.keep_daily, 7);
+    for off in ["off", "0", "OFF"] {
+        let c = parse(&[
+            "--offsite-unencrypted",
+            "true",
+            "--offsite-verify-every",
+            off,
+        ])
+        .unwrap();
+        assert_eq!(c.offsite_verify_every, None, "{off}");
+    }
+    let e = parse(&[
+        "--offsite-unencrypted",
+        "true",
+        "--offsite-verify-read-data",
+        "150",
+    ])
+    .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "ATOCORE_OFFSITE_VERIFY_READ_DATA `150` is not a percentage from 0 to 100"
     );
 }
