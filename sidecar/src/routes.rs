@@ -162,8 +162,8 @@ async fn route(req: &Parts, body: &mut Option<Incoming>, state: &Arc<State>) -> 
                 let history = drill::history(state).await?;
                 Ok(json::reply(StatusCode::OK, &history))
             } else {
-                let _: drill::DrillBody = read(req, body, state).await?;
-                let r = drill::run(state).await?;
+                let body: drill::DrillBody = read(req, body, state).await?;
+                let r = drill::run(state, body).await?;
                 let status = if r.passed {
                     StatusCode::OK
                 } else {

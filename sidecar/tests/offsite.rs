@@ -401,3 +401,112 @@ fn offsite_settings_are_checked_at_start() {
         "ATOCORE_OFFSITE_VERIFY_READ_DATA `150` is not a percentage from 0 to 100"
     );
 }
+
+/// The age crate's published X25519 test vector (a throwaway key pair).
+const TEST_IDENTITY: &str =
+    "AGE-SECRET-KEY-1GQ9778VQXMMJVE8SK7J6VT8UJ4HDQAJUVSFCWCM02D8GEWQ72PVQ2Y5J33";
+const TEST_RECIPIENT: &str = "age1t7rxyev2z3rw82stdlrrepyc39nvn86l5078zqkf5uasdy86jp6svpy7pa";
+
+fn scratch_folders(backup_dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(backup_dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".offsite-drill-"))
+        .collect()
+}
+
+fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(files_under(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn the_offsite_drill_fetches_the_newest_remote_snapshot_into_a_scratch_folder() {
+    let remote = tempfile::tempdir().unwrap();
+    let keys = tempfile::tempdir().unwrap();
+    let identity = keys.path().join("offsite.key");
+    std::fs::write(&identity, format!("{TEST_IDENTITY}\n")).unwrap();
+    let url = format!("file://{}", remote.path().display());
+    let (_dir, paths) = sample_root(20_000);
+    let mut s = Settings::for_root(&paths.storage_root);
+    s.set("--offsite-url", &url)
+        .set("--offsite-recipients", TEST_RECIPIENT);
+
+    // Without the identity file the drill is refused and nothing is recorded.
+    let sc = Sidecar::serve(s.config());
+    let b = sc.post("/admin/backup", "{}");
+    assert_eq!(b.status, 200, "{}", b.body);
+    let stamp = b.json()["stamp"].as_str().unwrap().to_string();
+    assert!(wait_until(std::time::Duration::from_secs(60), || {
+        remote_stamps(remote.path()) == vec![stamp.clone()] && sc.state.gate.running().is_none()
+    }));
+    let refused = sc.post("/admin/drill", r#"{"offsite": true}"#);
+    refused.assert_error(400, "offsite_not_configured");
+    assert!(
+        refused.json()["message"]
+            .as_str()
+            .unwrap()
+            .contains("ATOCORE_OFFSITE_IDENTITY_FILE"),
+        "{}",
+        refused.body
+    );
+    assert!(!paths.backup_dir.join("drills.jsonl").exists());
+    sc.stop();
+
+    s.set("--offsite-identity-file", identity.to_str().unwrap());
+    let sc = Sidecar::serve(s.config());
+    let live_before = std::fs::read(&paths.db).unwrap();
+    let snapshots_before = snapshot_entries(&paths);
+    let d = sc.post("/admin/drill", r#"{"offsite": true}"#);
+    assert_eq!(d.status, 200, "{}", d.body);
+    let v = d.json();
+    assert_eq!(v["passed"], true, "{v}");
+    assert_eq!(v["offsite"], true, "{v}");
+    assert_eq!(v["stamp"], stamp.as_str(), "{v}");
+    assert_eq!(
+        v["offsite_checks"],
+        serde_json::json!({"fetched": true, "valid": true, "scratch_removed": true}),
+        "{v}"
+    );
+    assert!(v.get("error").is_none(), "{v}");
+    // Live data and the real snapshots folder are untouched; the scratch is gone.
+    assert_eq!(std::fs::read(&paths.db).unwrap(), live_before);
+    assert_eq!(snapshot_entries(&paths), snapshots_before);
+    assert_eq!(scratch_folders(&paths.backup_dir), Vec::<String>::new());
+    let history = sc.get("/admin/drill").json();
+    assert_eq!(history["drills"].as_array().unwrap().len(), 1, "{history}");
+    assert_eq!(history["drills"][0]["offsite"], true, "{history}");
+    assert_eq!(sc.get("/health").json()["last_drill"]["offsite"], true);
+
+    // A damaged object fails the drill, named, and still leaves nothing behind.
+    let chunk = files_under(&remote.path().join("chunks"))[0].clone();
+    let mut bytes = std::fs::read(&chunk).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&chunk, bytes).unwrap();
+    let d = sc.post("/admin/drill", r#"{"offsite": true}"#);
+    assert_eq!(d.status, 500, "{}", d.body);
+    let v = d.json();
+    assert_eq!(v["passed"], false, "{v}");
+    assert_eq!(v["error"], "drill_failed", "{v}");
+    assert_eq!(v["offsite_checks"]["fetched"], false, "{v}");
+    assert_eq!(v["offsite_checks"]["valid"], serde_json::Value::Null, "{v}");
+    assert_eq!(v["offsite_checks"]["scratch_removed"], true, "{v}");
+    let chunk_name = chunk.file_name().unwrap().to_str().unwrap();
+    assert!(v["message"].as_str().unwrap().contains(chunk_name), "{v}");
+    assert_eq!(snapshot_entries(&paths), snapshots_before);
+    assert_eq!(scratch_folders(&paths.backup_dir), Vec::<String>::new());
+    let m = sc.get("/metrics").body;
+    assert!(m.contains("atocore_drill_failures_total 1\n"), "{m}");
+    assert!(m.contains("atocore_drill_last_passed 0\n"), "{m}");
+}
