@@ -65,6 +65,39 @@ pub struct OffsiteArgs {
         value_parser = clap::builder::BoolishValueParser::new()
     )]
     pub unencrypted: bool,
+    /// Requests to the target at once (uploads, downloads, deletes), 1-64.
+    #[arg(
+        id = "offsite_concurrency",
+        long = "offsite-concurrency",
+        env = "ATOCORE_OFFSITE_CONCURRENCY",
+        global = true,
+        default_value_t = store::PARALLEL,
+        value_name = "N",
+        value_parser = parse_concurrency
+    )]
+    pub concurrency: usize,
+    /// Upper bound for upload bandwidth, bytes per second (10MiB, 500KB, 1048576); `off`
+    /// (the default) is unlimited.
+    #[arg(
+        id = "offsite_bandwidth",
+        long = "offsite-bandwidth",
+        env = "ATOCORE_OFFSITE_BANDWIDTH",
+        global = true,
+        default_value = "off",
+        value_name = "BYTES_PER_SEC",
+        value_parser = store::parse_bandwidth
+    )]
+    pub bandwidth: store::Bandwidth,
+}
+
+fn parse_concurrency(v: &str) -> std::result::Result<usize, String> {
+    match v.trim().parse::<usize>() {
+        Ok(n @ 1..=64) => Ok(n),
+        _ => Err(format!(
+            "`{v}` is not a number of requests from 1 to 64 (default {})",
+            store::PARALLEL
+        )),
+    }
 }
 
 impl OffsiteArgs {
@@ -79,7 +112,7 @@ impl OffsiteArgs {
                         .into(),
                 )
             })?;
-        Target::open(url.trim(), create)
+        Ok(Target::open(url.trim(), create)?.with_limits(self.concurrency, self.bandwidth.0))
     }
 
     fn unencrypted(&self) -> bool {

@@ -248,7 +248,7 @@ impl Uploader<'_> {
     fn add(&mut self, key: String, bytes: Vec<u8>) -> Result<()> {
         self.queued_bytes += bytes.len();
         self.queue.push((key, bytes));
-        if self.queue.len() >= 2 * super::store::PARALLEL || self.queued_bytes > 32 << 20 {
+        if self.queue.len() >= 2 * self.target.parallel() || self.queued_bytes > 32 << 20 {
             self.flush()?;
         }
         Ok(())
