@@ -250,9 +250,14 @@ pub struct Arguments {
     )]
     pub offsite_max_age: Duration,
     /// The age identity file (private key) the off-site drill decrypts with; only
-    /// `POST /admin/drill {"offsite": true}` reads it.
-    #[arg(long, env = "ATOCORE_OFFSITE_IDENTITY_FILE", global = true)]
-    pub offsite_identity_file: Option<std::path::PathBuf>,
+    /// `POST /admin/drill {"offsite": true}` reads it. Empty: not set.
+    #[arg(
+        long,
+        env = "ATOCORE_OFFSITE_IDENTITY_FILE",
+        value_name = "FILE",
+        global = true
+    )]
+    pub offsite_identity_file: Option<String>,
 
     /// Log format on stderr (auto: text on a terminal, JSON otherwise).
     #[arg(long, env = "ATOCORE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Auto, global = true)]
@@ -444,7 +449,12 @@ impl Config {
             offsite_verify_every: a.offsite_verify_every.0,
             offsite_verify_read_data: a.offsite_verify_read_data,
             offsite_max_age: a.offsite_max_age,
-            offsite_identity_file: a.offsite_identity_file.clone(),
+            offsite_identity_file: a
+                .offsite_identity_file
+                .as_deref()
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .map(std::path::PathBuf::from),
             atocore_container: a.container.clone(),
             restore_container: a.restore_container.clone(),
             atocore_url,

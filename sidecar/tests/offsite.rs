@@ -379,6 +379,26 @@ fn offsite_settings_are_checked_at_start() {
     assert_eq!(c.offsite_verify_read_data, 5.0);
     assert_eq!(c.offsite_max_age, std::time::Duration::from_secs(36 * 3600));
     assert_eq!(c.offsite_prune.keep_daily, 7);
+    assert_eq!(c.offsite_identity_file, None);
+    let offsite = c.offsite.unwrap();
+    assert_eq!((offsite.concurrency, offsite.bandwidth.0), (8, None));
+    let c = parse(&[
+        "--offsite-unencrypted",
+        "true",
+        "--offsite-bandwidth",
+        "10MiB",
+        "--offsite-concurrency",
+        "2",
+        "--offsite-identity-file",
+        "",
+    ])
+    .unwrap();
+    let offsite = c.offsite.unwrap();
+    assert_eq!(
+        (offsite.concurrency, offsite.bandwidth.0),
+        (2, Some(10 << 20))
+    );
+    assert_eq!(c.offsite_identity_file, None, "empty, as compose passes it");
     for off in ["off", "0", "OFF"] {
         let c = parse(&[
             "--offsite-unencrypted",
@@ -509,4 +529,178 @@ fn the_offsite_drill_fetches_the_newest_remote_snapshot_into_a_scratch_folder() 
     let m = sc.get("/metrics").body;
     assert!(m.contains("atocore_drill_failures_total 1\n"), "{m}");
     assert!(m.contains("atocore_drill_last_passed 0\n"), "{m}");
+}
+
+/// The real binary on a free loopback port, with only the `ATOCORE_*` settings given.
+struct Binary {
+    child: std::process::Child,
+    addr: String,
+}
+
+impl Binary {
+    fn start(root: &std::path::Path, env: &[(&str, &str)]) -> Binary {
+        use std::io::BufRead;
+        let mut cmd = std::process::Command::new(bin());
+        for (k, _) in std::env::vars() {
+            if k.starts_with("ATOCORE_") || k == "DOCKER_HOST" {
+                cmd.env_remove(k);
+            }
+        }
+        let mut child = cmd
+            .env("ATOCORE_STORAGE_ROOT", root)
+            .env("ATOCORE_SIDECAR_ADDR", "127.0.0.1:0")
+            .env("DOCKER_HOST", NO_DOCKER)
+            .env("ATOCORE_URL", "http://127.0.0.1:9")
+            .env("ATOCORE_LOG_FORMAT", "json")
+            .envs(env.iter().copied())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let _ = tx.send(line);
+            }
+        });
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let addr = loop {
+            let left = deadline
+                .checked_duration_since(std::time::Instant::now())
+                .expect("the sidecar did not start");
+            let line = rx.recv_timeout(left).expect("the sidecar did not start");
+            if line.contains("atocore-sidecar listening") {
+                let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+                break v["fields"]["addr"].as_str().unwrap().to_string();
+            }
+        };
+        Binary { child, addr }
+    }
+
+    fn call(&self, method: &str, path: &str, body: &str) -> Resp {
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(std::time::Duration::from_secs(60)))
+            .build()
+            .new_agent();
+        let url = format!("http://{}{path}", self.addr);
+        let r = if method == "GET" {
+            agent.get(&url).call()
+        } else {
+            agent
+                .post(&url)
+                .header("content-type", "application/json")
+                .send(body.as_bytes())
+        };
+        Resp::from(r.unwrap())
+    }
+
+    fn stop(mut self) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        let status = self.child.wait().unwrap();
+        assert_eq!(status.code(), Some(0));
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn the_binary_replicates_prunes_verifies_reports_and_drills_off_site() {
+    let remote = tempfile::tempdir().unwrap();
+    let keys = tempfile::tempdir().unwrap();
+    let identity = keys.path().join("offsite.key");
+    std::fs::write(&identity, format!("{TEST_IDENTITY}\n")).unwrap();
+    let url = format!("file://{}", remote.path().display());
+    let (_dir, paths) = sample_root(20_000);
+    let root = paths.storage_root.clone();
+    let common = [
+        ("ATOCORE_OFFSITE_URL", url.as_str()),
+        ("ATOCORE_OFFSITE_RECIPIENTS", TEST_RECIPIENT),
+        ("ATOCORE_OFFSITE_BANDWIDTH", "50MiB"),
+        ("ATOCORE_OFFSITE_CONCURRENCY", "4"),
+    ];
+    let verify_file = paths.backup_dir.join("offsite/sidecar-verify.json");
+
+    // 1. On a schedule (every 3 s here): snapshot, push, the target's retention, verify.
+    let mut env = common.to_vec();
+    env.extend([
+        ("ATOCORE_BACKUP_SCHEDULE", "*/3 * * * * *"),
+        ("ATOCORE_BACKUP_CHROMA_SCHEDULE", "off"),
+        ("ATOCORE_MISSED_RUN", "skip"),
+        ("ATOCORE_OFFSITE_VERIFY_READ_DATA", "100"),
+    ]);
+    let sc = Binary::start(&root, &env);
+    assert!(
+        wait_until(std::time::Duration::from_secs(60), || verify_file.exists()),
+        "no verify ran"
+    );
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&verify_file).unwrap()).unwrap();
+    assert_eq!(record["ok"], true, "{record}");
+    assert_eq!(record["read_data_percent"], 100.0, "{record}");
+    assert!(record["chunks_read"].as_u64().unwrap() >= 1, "{record}");
+    let m = sc.call("GET", "/metrics", "").body;
+    assert!(m.contains("atocore_offsite_prune_runs_total 1\n"), "{m}");
+    assert!(m.contains("atocore_offsite_verify_last_ok 1\n"), "{m}");
+    assert!(
+        m.contains("atocore_offsite_verify_last_problems 0\n"),
+        "{m}"
+    );
+    sc.stop();
+    let remote_after_schedule = remote_stamps(remote.path());
+    assert!(!remote_after_schedule.is_empty());
+
+    // 2. Without a schedule: a manual snapshot is pushed after the answer; /health and
+    //    GET /admin/offsite report the lag; the off-site drill fetches it back.
+    let mut env = common.to_vec();
+    env.extend([
+        ("ATOCORE_SIDECAR_NO_SCHEDULE", "yes"),
+        ("ATOCORE_OFFSITE_IDENTITY_FILE", identity.to_str().unwrap()),
+    ]);
+    let sc = Binary::start(&root, &env);
+    let b = sc.call("POST", "/admin/backup", "{}");
+    assert_eq!(b.status, 200, "{}", b.body);
+    let stamp = b.json()["stamp"].as_str().unwrap().to_string();
+    assert!(
+        wait_until(std::time::Duration::from_secs(60), || remote_stamps(
+            remote.path()
+        )
+        .contains(&stamp)),
+        "not pushed: {:?}",
+        remote_stamps(remote.path())
+    );
+    let l = sc.call("GET", "/admin/offsite", "");
+    assert_eq!(l.status, 200, "{}", l.body);
+    let v = l.json();
+    assert_eq!(v["pending"], serde_json::json!([]), "{v}");
+    assert!(
+        (0..600).contains(&v["lag_seconds"].as_i64().unwrap()),
+        "{v}"
+    );
+    assert_eq!(v["encrypted"], true, "{v}");
+    let h = sc.call("GET", "/health", "").json();
+    assert_eq!(h["offsite"]["newest_remote"], stamp.as_str(), "{h}");
+    assert_eq!(h["offsite"]["last_verify"]["ok"], true, "{h}");
+    assert_eq!(h["status"], "ok", "{h}");
+    let snapshots_before = snapshot_entries(&paths);
+    let d = sc.call("POST", "/admin/drill", r#"{"offsite": true}"#);
+    assert_eq!(d.status, 200, "{}", d.body);
+    let v = d.json();
+    assert_eq!(v["offsite"], true, "{v}");
+    assert_eq!(v["passed"], true, "{v}");
+    assert_eq!(v["stamp"], stamp.as_str(), "{v}");
+    assert_eq!(snapshot_entries(&paths), snapshots_before);
+    sc.stop();
 }
