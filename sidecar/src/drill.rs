@@ -12,6 +12,11 @@
 //! A drill that cannot start (Docker unreachable, another operation running) records
 //! nothing and answers 503/409; one that started is always recorded. Checks not reached
 //! are `null`.
+//!
+//! The off-site drill (`{"offsite": true}`) needs neither Docker nor atocore: it
+//! fetches the newest remote snapshot with `ATOCORE_OFFSITE_IDENTITY_FILE` into a
+//! scratch storage root under the backup dir, validates it there and removes it; its
+//! record has `offsite: true` and `offsite_checks`.
 
 use std::io::Write;
 use std::sync::Arc;

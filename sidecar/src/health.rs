@@ -1,8 +1,11 @@
 //! `GET /health`: the sidecar's own status.
 //!
 //! `status` is `degraded` when there is no valid snapshot or the newest one not known
-//! to be broken is older than the staleness setting (default 26 h), else `ok`. The HTTP
-//! status is 200 either way: the sidecar itself works; `degraded` is about the backups.
+//! to be broken is older than the staleness setting (default 26 h), and, with an
+//! off-site target, when the last push failed, the newest remote snapshot is older than
+//! `ATOCORE_OFFSITE_MAX_AGE` (as last seen: `/health` never waits for the target), or
+//! the last verify found problems; else `ok`. The HTTP status is 200 either way: the
+//! sidecar itself works; `degraded` is about the backups.
 
 use std::sync::Arc;
 

@@ -1,8 +1,11 @@
-//! Mutating operations (backup, prune, restore, drill): one at a time, each on a
+//! Mutating operations (backup, prune, restore, drill, and the off-site push, prune
+//! and verify): one at a time, each on a
 //! blocking thread, each logged as one line with its outcome and duration and counted
 //! in the metrics.
 //!
-//! The [`crate::gate`] admits one operation; a second one gets a 409. The
+//! The [`crate::gate`] admits one operation; a second one gets a 409, except that a
+//! push the sidecar started itself gives way to a requested backup or push
+//! ([`begin_before_push`]). The
 //! engine's flock adds the same guarantee across processes (a CLI backup in another
 //! container also gives 409). Reads (list, validate, health, metrics) never wait on it.
 //! The gate is held by the blocking task itself, so a client that hangs up does not
@@ -183,6 +186,10 @@ pub(crate) async fn prune_with(
     .await
 }
 
+/// The gate's name for a push the sidecar started itself (it yields to a requested
+/// backup or push).
+pub const BACKGROUND_PUSH: &str = "offsite push (background)";
+
 /// How long a requested operation waits for a background off-site push to stop at its
 /// next batch of uploads.
 const YIELD_WAIT: Duration = Duration::from_secs(60);
@@ -198,7 +205,22 @@ pub(crate) async fn begin_before_push(
     state: &Arc<State>,
     operation: &'static str,
 ) -> Result<GateGuard> {
-    match state.begin(operation) {
+    let mut first = state.begin(operation);
+    // A background push that has just taken the gate registers its switch a moment
+    // later: give it that moment instead of answering 409.
+    let settle = Instant::now() + Duration::from_secs(1);
+    while matches!(first, Err(Error::Busy(_)))
+        && !state.offsite.ask_push_to_yield()
+        && Instant::now() < settle
+        && state
+            .gate
+            .running()
+            .is_some_and(|r| r.operation == BACKGROUND_PUSH)
+    {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        first = state.begin(operation);
+    }
+    match first {
         Err(Error::Busy(_)) if state.offsite.ask_push_to_yield() => {
             tracing::info!(
                 operation,
@@ -232,7 +254,7 @@ pub async fn offsite_push(state: &Arc<State>) -> Result<PushReport> {
 /// requested backup ([`Error::Engine`] `cancelled` then).
 pub async fn offsite_push_yielding(state: &Arc<State>) -> Result<PushReport> {
     offsite_settings(state)?;
-    let guard = state.begin("offsite push")?;
+    let guard = state.begin(BACKGROUND_PUSH)?;
     push_with(state, guard, true).await
 }
 
@@ -246,7 +268,7 @@ pub fn offsite_push_in_background(state: &Arc<State>) {
     state.tasks.spawn(async move {
         let deadline = Instant::now() + PUSH_GATE_WAIT;
         let guard = loop {
-            match st.begin("offsite push") {
+            match st.begin(BACKGROUND_PUSH) {
                 Ok(g) => break g,
                 Err(Error::Busy(_)) if Instant::now() < deadline => {
                     tokio::select! {

@@ -9,7 +9,9 @@
 //! | `GET /admin/backup/<STAMP>/validate` | yes | | the body of `validate` (200 valid or not) |
 //! | `POST /admin/backup/prune` | yes | `{"dry_run": bool}` | the body of `prune` |
 //! | `POST /admin/restore` | yes | `{"stamp", "include_chroma", "pre_snapshot"}` | see [`crate::orchestrator`] |
-//! | `POST /admin/drill`, `GET /admin/drill` | yes | | see [`crate::drill`] |
+//! | `POST /admin/drill`, `GET /admin/drill` | yes | `{"offsite": bool}` | see [`crate::drill`] |
+//! | `POST /admin/offsite/push` | yes | `{}` | the body of `offsite push --missing` |
+//! | `GET /admin/offsite` | yes | | [`crate::operation::OffsiteOverview`] |
 //!
 //! Order of checks: auth for anything under `/admin` (so unknown admin paths say 401,
 //! not 404, to clients without the token), route (404), method (405), body (413, 400),

@@ -229,7 +229,7 @@ fn a_backup_requested_during_a_background_push_makes_it_yield() {
             .state
             .gate
             .running()
-            .is_some_and(|r| r.operation == "offsite push")),
+            .is_some_and(|r| r.operation == "offsite push (background)")),
         "the background push did not start"
     );
     // Without yielding this would be a 409 for as long as the upload takes.
