@@ -1,6 +1,7 @@
 //! The scheduler: sleeps until each time of the [`Schedule`], takes the scheduled
-//! snapshot (and retention after it), and takes one catch-up snapshot at start when a
-//! run was missed. Time comes from a [`Clock`]; the loop sleeps with tokio time in steps
+//! snapshot (and retention after it; with an off-site target, the push, the target's
+//! retention and, when due, its verify), and takes one catch-up snapshot at start when
+//! a run was missed. Time comes from a [`Clock`]; the loop sleeps with tokio time in steps
 //! of at most a minute, so it follows wall-clock jumps, and tests drive it with
 //! `tokio::time::pause()` through [`TokioClock`].
 
