@@ -501,3 +501,43 @@ pub fn truthy(v: &str) -> bool {
         "true" | "1" | "yes" | "on"
     )
 }
+
+#[cfg(test)]
+mod bandwidth_tests {
+    use super::*;
+
+    #[test]
+    fn bandwidths_read_like_people_write_them() {
+        let b = |v: &str| parse_bandwidth(v).map(|b| b.0);
+        assert_eq!(b("10MiB"), Ok(Some(10 << 20)));
+        assert_eq!(b("10 mib/s"), Ok(Some(10 << 20)));
+        assert_eq!(b("500KB"), Ok(Some(500_000)));
+        assert_eq!(b("1.5GiB"), Ok(Some(3 << 29)));
+        assert_eq!(b("1048576"), Ok(Some(1 << 20)));
+        assert_eq!(b("off"), Ok(None));
+        assert_eq!(b("0"), Ok(None));
+        assert_eq!(b(""), Ok(None));
+        assert!(b("fast").unwrap_err().contains("is not a bandwidth"));
+        assert!(b("10MB/h").is_err());
+        assert!(b("-1MiB").is_err());
+    }
+
+    #[test]
+    fn the_pacer_books_each_upload_after_the_bytes_before_it() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let p = Pacer {
+                bytes_per_sec: 1000,
+                next: std::sync::Mutex::new(None),
+            };
+            let t0 = p.slot(500);
+            let t1 = p.slot(1500);
+            let t2 = p.slot(10);
+            assert_eq!(t1 - t0, Duration::from_millis(500));
+            assert_eq!(t2 - t0, Duration::from_millis(2000));
+        });
+    }
+}
