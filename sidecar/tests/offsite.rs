@@ -673,11 +673,13 @@ fn the_binary_replicates_prunes_verifies_reports_and_drills_off_site() {
     let b = sc.call("POST", "/admin/backup", "{}");
     assert_eq!(b.status, 200, "{}", b.body);
     let stamp = b.json()["stamp"].as_str().unwrap().to_string();
+    // Pushed, and the push finished (the drill below would get a 409 while it runs).
     assert!(
         wait_until(std::time::Duration::from_secs(60), || remote_stamps(
             remote.path()
         )
-        .contains(&stamp)),
+        .contains(&stamp)
+            && sc.call("GET", "/health", "").json()["operation"].is_null()),
         "not pushed: {:?}",
         remote_stamps(remote.path())
     );
