@@ -706,3 +706,172 @@ fn the_binary_replicates_prunes_verifies_reports_and_drills_off_site() {
     assert_eq!(snapshot_entries(&paths), snapshots_before);
     sc.stop();
 }
+
+/// A moto S3 server on a free loopback port with bucket `atocore-test`, killed on
+/// drop; `None` (with a note) when it is not installed, outside CI.
+struct Moto {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Moto {
+    fn start() -> Option<Moto> {
+        let bin = std::env::var("ATOCORE_MOTO")
+            .unwrap_or_else(|_| "/opt/atocore-moto/bin/moto_server".into());
+        if !std::path::Path::new(&bin).exists() {
+            assert!(
+                !std::env::var("CI").is_ok_and(|v| v == "true"),
+                "CI=true but there is no moto server at {bin}; .ci/run installs it"
+            );
+            eprintln!("skipped: no moto server at {bin} (see .ci/run to install it)");
+            return None;
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = std::process::Command::new(&bin)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let moto = Moto { child, port };
+        assert!(
+            wait_until(std::time::Duration::from_secs(60), || moto
+                .create_bucket("atocore-test")),
+            "moto did not start on {port}"
+        );
+        Some(moto)
+    }
+
+    /// `PUT /bucket`, unsigned (moto accepts any credentials).
+    fn create_bucket(&self, bucket: &str) -> bool {
+        use std::io::{Read, Write};
+        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
+        let req = format!(
+            "PUT /{bucket} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            self.port
+        );
+        if s.write_all(req.as_bytes()).is_err() {
+            return false;
+        }
+        let mut resp = String::new();
+        let _ = s.read_to_string(&mut resp);
+        resp.lines().next().is_some_and(|l| l.contains(" 200"))
+    }
+
+    /// The stamps under `snapshots/` of `prefix`, through moto's ListObjectsV2 (unsigned).
+    fn remote_stamps(&self, prefix: &str) -> Vec<String> {
+        let url = format!(
+            "http://127.0.0.1:{}/atocore-test?list-type=2&prefix={prefix}/snapshots/",
+            self.port
+        );
+        let body = ureq::get(&url)
+            .call()
+            .unwrap()
+            .into_body()
+            .read_to_string()
+            .unwrap();
+        let mut v: Vec<String> = body
+            .split("<Key>")
+            .skip(1)
+            .filter_map(|k| k.split("</Key>").next())
+            .filter_map(|k| k.rsplit('/').next()?.strip_suffix(".json"))
+            .map(str::to_string)
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn the_binary_does_the_same_on_s3() {
+    let Some(moto) = Moto::start() else { return };
+    let keys = tempfile::tempdir().unwrap();
+    let identity = keys.path().join("offsite.key");
+    std::fs::write(&identity, format!("{TEST_IDENTITY}\n")).unwrap();
+    let endpoint = format!("http://127.0.0.1:{}", moto.port);
+    let (_dir, paths) = sample_root(20_000);
+    let root = paths.storage_root.clone();
+    let common = [
+        ("ATOCORE_OFFSITE_URL", "s3://atocore-test/sidecar"),
+        ("ATOCORE_OFFSITE_RECIPIENTS", TEST_RECIPIENT),
+        ("AWS_ENDPOINT_URL", endpoint.as_str()),
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("AWS_REGION", "us-east-1"),
+        ("ATOCORE_OFFSITE_BANDWIDTH", "50MiB"),
+        ("ATOCORE_OFFSITE_CONCURRENCY", "2"),
+    ];
+    let verify_file = paths.backup_dir.join("offsite/sidecar-verify.json");
+
+    // On a schedule: snapshot, push, the target's retention, verify (reading every chunk).
+    let mut env = common.to_vec();
+    env.extend([
+        ("ATOCORE_BACKUP_SCHEDULE", "*/3 * * * * *"),
+        ("ATOCORE_BACKUP_CHROMA_SCHEDULE", "off"),
+        ("ATOCORE_MISSED_RUN", "skip"),
+        ("ATOCORE_OFFSITE_VERIFY_READ_DATA", "100"),
+    ]);
+    let sc = Binary::start(&root, &env);
+    assert!(
+        wait_until(std::time::Duration::from_secs(60), || verify_file.exists()),
+        "no verify ran"
+    );
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&verify_file).unwrap()).unwrap();
+    assert_eq!(record["ok"], true, "{record}");
+    assert!(record["chunks_read"].as_u64().unwrap() >= 1, "{record}");
+    let m = sc.call("GET", "/metrics", "").body;
+    assert!(m.contains("atocore_offsite_prune_runs_total 1\n"), "{m}");
+    assert!(m.contains("atocore_offsite_push_failures_total 0\n"), "{m}");
+    sc.stop();
+    assert!(!moto.remote_stamps("sidecar").is_empty());
+
+    // A manual snapshot is pushed after the answer; the lag is reported; the off-site
+    // drill fetches it back from S3.
+    let mut env = common.to_vec();
+    env.extend([
+        ("ATOCORE_SIDECAR_NO_SCHEDULE", "yes"),
+        ("ATOCORE_OFFSITE_IDENTITY_FILE", identity.to_str().unwrap()),
+    ]);
+    let sc = Binary::start(&root, &env);
+    let b = sc.call("POST", "/admin/backup", "{}");
+    assert_eq!(b.status, 200, "{}", b.body);
+    let stamp = b.json()["stamp"].as_str().unwrap().to_string();
+    assert!(
+        wait_until(std::time::Duration::from_secs(60), || moto
+            .remote_stamps("sidecar")
+            .contains(&stamp)
+            && sc.call("GET", "/health", "").json()["operation"].is_null()),
+        "not pushed: {:?}",
+        moto.remote_stamps("sidecar")
+    );
+    let v = sc.call("GET", "/admin/offsite", "").json();
+    assert_eq!(v["pending"], serde_json::json!([]), "{v}");
+    assert_eq!(v["target"], "s3://atocore-test/sidecar", "{v}");
+    let h = sc.call("GET", "/health", "").json();
+    assert_eq!(h["status"], "ok", "{h}");
+    assert_eq!(h["offsite"]["newest_remote"], stamp.as_str(), "{h}");
+    let d = sc.call("POST", "/admin/drill", r#"{"offsite": true}"#);
+    assert_eq!(d.status, 200, "{}", d.body);
+    let v = d.json();
+    assert_eq!(
+        (v["offsite"].clone(), v["passed"].clone()),
+        (true.into(), true.into()),
+        "{v}"
+    );
+    assert_eq!(v["stamp"], stamp.as_str(), "{v}");
+    sc.stop();
+}
