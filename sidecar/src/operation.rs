@@ -1,13 +1,11 @@
 //! Mutating operations (backup, prune, restore, drill, and the off-site push, prune
-//! and verify): one at a time, each on a
-//! blocking thread, each logged as one line with its outcome and duration and counted
-//! in the metrics.
+//! and verify): one at a time, each on a blocking thread, each logged as one line with
+//! its outcome and duration and counted in the metrics.
 //!
 //! The [`crate::gate`] admits one operation; a second one gets a 409, except that a
 //! push the sidecar started itself gives way to a requested backup or push
-//! ([`begin_before_push`]). The
-//! engine's flock adds the same guarantee across processes (a CLI backup in another
-//! container also gives 409). Reads (list, validate, health, metrics) never wait on it.
+//! ([`begin_before_push`]). The engine's flock adds the same guarantee across
+//! processes (a CLI backup in another container also gives 409). Reads (list, validate, health, metrics) never wait on it.
 //! The gate is held by the blocking task itself, so a client that hangs up does not
 //! free it before the work is really done.
 
