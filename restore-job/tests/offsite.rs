@@ -993,3 +993,55 @@ fn prune_running_during_a_push_leaves_every_listed_snapshot_whole() {
     ]);
     assert_eq!(v["ok"], true, "{v}");
 }
+
+/// Every file below `dir`, with its size.
+fn sizes_under(dir: &Path) -> Vec<u64> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(sizes_under(&p));
+        } else {
+            out.push(fs::metadata(&p).unwrap().len());
+        }
+    }
+    out
+}
+
+#[test]
+fn a_bandwidth_limit_paces_the_uploads_and_bad_limits_are_refused() {
+    let site = Site::new(200);
+    site.backup();
+    let rate: u64 = 2 << 20;
+    let started = Instant::now();
+    let r = site.run_with(
+        &["offsite", "push"],
+        &[
+            ("ATOCORE_OFFSITE_BANDWIDTH", "2MiB"),
+            ("ATOCORE_OFFSITE_CONCURRENCY", "3"),
+        ],
+    );
+    let elapsed = started.elapsed();
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    // Each upload starts only once the bytes before it fit the rate, so the last one
+    // started no earlier than (everything but the largest object) / rate.
+    let sizes = sizes_under(&site.remote());
+    let total: u64 = sizes.iter().sum();
+    let largest = sizes.iter().copied().max().unwrap();
+    assert!(total > 4 << 20, "{total}");
+    let floor = Duration::from_secs_f64((total - largest) as f64 / rate as f64);
+    assert!(
+        elapsed >= floor,
+        "{elapsed:?} < {floor:?} for {total} bytes"
+    );
+
+    for (var, value, needle) in [
+        ("ATOCORE_OFFSITE_BANDWIDTH", "fast", "is not a bandwidth"),
+        ("ATOCORE_OFFSITE_CONCURRENCY", "0", "from 1 to 64"),
+        ("ATOCORE_OFFSITE_CONCURRENCY", "65", "from 1 to 64"),
+    ] {
+        let r = site.run_with(&["offsite", "list"], &[(var, value)]);
+        assert_eq!(r.code, 2, "{var}={value}: {}", r.stderr);
+        assert!(r.stderr.contains(needle), "{var}={value}: {}", r.stderr);
+    }
+}

@@ -9,6 +9,7 @@ use atocore_restore_job::config::{parse_duration_ms, parse_duration_secs};
 
 use atocore_restore_job::logging::LogFormat;
 use atocore_restore_job::offsite::OffsiteArgs;
+use atocore_restore_job::offsite::prune::PruneArgs;
 use atocore_restore_job::{Paths, Policy, RetentionArgs, StorageArgs};
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -222,6 +223,45 @@ pub struct Arguments {
     )]
     pub healthy_timeout_secs: Duration,
 
+    /// How often the schedule checks the off-site target (`offsite verify`, after a
+    /// scheduled snapshot once this much time has passed since the last one); `0` or
+    /// `off` never.
+    #[arg(
+        long,
+        env = "ATOCORE_OFFSITE_VERIFY_EVERY",
+        default_value = "7d",
+        value_parser = parse_optional_duration,
+        global = true
+    )]
+    pub offsite_verify_every: OptionalDuration,
+    /// Percentage (0-100) of the chunks the scheduled verify downloads and checks.
+    #[arg(
+        long,
+        env = "ATOCORE_OFFSITE_VERIFY_READ_DATA",
+        default_value_t = 5.0,
+        global = true
+    )]
+    pub offsite_verify_read_data: f64,
+    /// /health says `degraded` when the newest snapshot on the off-site target is
+    /// older than this.
+    #[arg(
+        long,
+        env = "ATOCORE_OFFSITE_MAX_AGE",
+        default_value = "36h",
+        value_parser = parse_duration_secs,
+        global = true
+    )]
+    pub offsite_max_age: Duration,
+    /// The age identity file (private key) the off-site drill decrypts with; only
+    /// `POST /admin/drill {"offsite": true}` reads it. Empty: not set.
+    #[arg(
+        long,
+        env = "ATOCORE_OFFSITE_IDENTITY_FILE",
+        value_name = "FILE",
+        global = true
+    )]
+    pub offsite_identity_file: Option<String>,
+
     /// Log format on stderr (auto: text on a terminal, JSON otherwise).
     #[arg(long, env = "ATOCORE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Auto, global = true)]
     pub log_format: LogFormat,
@@ -248,6 +288,18 @@ pub enum Command {
         #[arg(long)]
         strict: bool,
     },
+}
+
+/// A duration that can be turned off (`0`, `off`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OptionalDuration(pub Option<Duration>);
+
+fn parse_optional_duration(v: &str) -> Result<OptionalDuration, String> {
+    if v.trim().eq_ignore_ascii_case("off") {
+        return Ok(OptionalDuration(None));
+    }
+    let d = parse_duration_secs(v)?;
+    Ok(OptionalDuration((!d.is_zero()).then_some(d)))
 }
 
 /// What happens at start when a scheduled snapshot was missed.
@@ -277,6 +329,14 @@ pub struct Config {
     pub offsite: Option<OffsiteArgs>,
     /// WAL streaming, when on.
     pub wal: Option<crate::walstream::WalSettings>,
+    /// The target's retention (`ATOCORE_OFFSITE_KEEP_*`), applied after each
+    /// scheduled push.
+    pub offsite_prune: PruneArgs,
+    /// `None`: no scheduled off-site verify.
+    pub offsite_verify_every: Option<Duration>,
+    pub offsite_verify_read_data: f64,
+    pub offsite_max_age: Duration,
+    pub offsite_identity_file: Option<std::path::PathBuf>,
     pub catch_up_delay: Duration,
     pub stale_after: Duration,
     pub max_body_bytes: usize,
@@ -318,6 +378,18 @@ impl Config {
         } else {
             None
         };
+        let offsite_prune = PruneArgs::from_env().map_err(|e| Error::Config(e.to_string()))?;
+        if !(0.0..=100.0).contains(&a.offsite_verify_read_data) {
+            return Err(Error::Config(format!(
+                "ATOCORE_OFFSITE_VERIFY_READ_DATA `{}` is not a percentage from 0 to 100",
+                a.offsite_verify_read_data
+            )));
+        }
+        if a.offsite_max_age.is_zero() {
+            return Err(Error::Config(
+                "ATOCORE_OFFSITE_MAX_AGE must be greater than 0 (e.g. 36h)".into(),
+            ));
+        }
         if token.is_none() && !addr.ip().is_loopback() {
             return Err(Error::Config(format!(
                 "refusing to listen on {addr} without a token: anyone who can reach it could restore or delete snapshots. Set ATOCORE_SIDECAR_TOKEN (e.g. `openssl rand -hex 32`) or listen on loopback (ATOCORE_SIDECAR_ADDR=127.0.0.1:8101)"
@@ -379,6 +451,16 @@ impl Config {
             policy: Policy::from(&a.retention),
             offsite,
             wal: a.wal.settings(),
+            offsite_prune,
+            offsite_verify_every: a.offsite_verify_every.0,
+            offsite_verify_read_data: a.offsite_verify_read_data,
+            offsite_max_age: a.offsite_max_age,
+            offsite_identity_file: a
+                .offsite_identity_file
+                .as_deref()
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .map(std::path::PathBuf::from),
             atocore_container: a.container.clone(),
             restore_container: a.restore_container.clone(),
             atocore_url,

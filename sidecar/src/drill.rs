@@ -12,6 +12,11 @@
 //! A drill that cannot start (Docker unreachable, another operation running) records
 //! nothing and answers 503/409; one that started is always recorded. Checks not reached
 //! are `null`.
+//!
+//! The off-site drill (`{"offsite": true}`) needs neither Docker nor atocore: it
+//! fetches the newest remote snapshot with `ATOCORE_OFFSITE_IDENTITY_FILE` into a
+//! scratch storage root under the backup dir, validates it there and removes it; its
+//! record has `offsite: true` and `offsite_checks`.
 
 use std::io::Write;
 use std::sync::Arc;
@@ -29,10 +34,28 @@ use crate::orchestrator::{self, RestoreFailure};
 use crate::state::State;
 use crate::summary::DRILLS_FILE;
 
-/// Body of `POST /admin/drill` (no fields; unknown ones are refused).
+/// Body of `POST /admin/drill`: `{}` for the live drill, `{"offsite": true}` for the
+/// off-site drill (unknown fields are refused).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct DrillBody {}
+pub struct DrillBody {
+    #[serde(default)]
+    pub offsite: bool,
+}
+
+/// The checks of an off-site drill; `None`: not reached.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct OffsiteChecks {
+    /// The newest remote snapshot was downloaded, decrypted and every hash matched.
+    pub fetched: Option<bool>,
+    /// The engine's full validation passed on the fetched copy.
+    pub valid: Option<bool>,
+    /// The scratch folder was removed afterwards.
+    pub scratch_removed: Option<bool>,
+}
+
+/// The scratch storage roots of off-site drills: `<backup dir>/.offsite-drill-<id>`.
+const SCRATCH_PREFIX: &str = ".offsite-drill-";
 
 /// Each check of a drill; `None`: not reached.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -79,6 +102,12 @@ pub struct DrillRecord {
     pub build_sha_before: Option<String>,
     pub build_sha_after: Option<String>,
     pub duration_ms: u64,
+    /// `true` for the off-site drill (a fetch of the newest remote snapshot into a
+    /// scratch folder, validated there; `checks` then stay `null`).
+    #[serde(default)]
+    pub offsite: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offsite_checks: Option<OffsiteChecks>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -93,8 +122,11 @@ pub struct DrillHistory {
     pub drills: Vec<Value>,
 }
 
-/// Run the drill (takes the gate; runs as its own task, like a restore).
-pub async fn run(state: &Arc<State>) -> Result<DrillRecord> {
+/// Run the drill `body` asks for (takes the gate; runs as its own task, like a restore).
+pub async fn run(state: &Arc<State>, body: DrillBody) -> Result<DrillRecord> {
+    if body.offsite {
+        return run_offsite(state).await;
+    }
     let guard = state.begin("drill")?;
     crate::containers::preflight(state).await?;
     let st = Arc::clone(state);
@@ -159,6 +191,11 @@ async fn drill(state: &Arc<State>) -> Result<DrillRecord> {
     }
     r.duration_ms = started.elapsed().as_millis() as u64;
     r.finished_at = now();
+    record(state, r).await
+}
+
+/// Append `r` to `drills.jsonl`, count and log it.
+async fn record(state: &Arc<State>, r: DrillRecord) -> Result<DrillRecord> {
     let path = state.config.paths.backup_dir.join(DRILLS_FILE);
     let line = serde_json::to_string(&r).unwrap_or_else(|_| "{}".into());
     operation::blocking(state, None, "append the drill record", move || {
@@ -175,9 +212,9 @@ async fn drill(state: &Arc<State>) -> Result<DrillRecord> {
     state.summary.invalidate();
     state.metrics.record_drill(r.passed);
     if r.passed {
-        tracing::info!(op = "drill", outcome = "passed", stamp = ?r.stamp, downtime_ms = r.downtime_ms, duration_ms = r.duration_ms, "drill passed");
+        tracing::info!(op = "drill", outcome = "passed", offsite = r.offsite, stamp = ?r.stamp, downtime_ms = r.downtime_ms, duration_ms = r.duration_ms, "drill passed");
     } else {
-        tracing::error!(op = "drill", outcome = "failed", stamp = ?r.stamp, checks = ?r.checks, cause = r.message.as_deref().unwrap_or(""), duration_ms = r.duration_ms, "drill failed");
+        tracing::error!(op = "drill", outcome = "failed", offsite = r.offsite, stamp = ?r.stamp, checks = ?r.checks, cause = r.message.as_deref().unwrap_or(""), duration_ms = r.duration_ms, "drill failed");
     }
     Ok(r)
 }
@@ -249,6 +286,105 @@ async fn steps(state: &Arc<State>, r: &mut DrillRecord) -> std::result::Result<(
     r.checks.build_sha_unchanged =
         Some(r.build_sha_before.is_some() && r.build_sha_before == r.build_sha_after);
     Ok(())
+}
+
+/// The off-site drill: fetch the newest remote snapshot with
+/// `ATOCORE_OFFSITE_IDENTITY_FILE` into a scratch storage root under the backup dir,
+/// validate it there with the engine, remove the scratch folder. Live data and the
+/// real snapshots folder are never touched. Refused (nothing recorded) without a
+/// target or an identity file.
+async fn run_offsite(state: &Arc<State>) -> Result<DrillRecord> {
+    let offsite = state.config.offsite.clone().ok_or_else(|| {
+        atocore_restore_job::Error::OffsiteNotConfigured(
+            "the off-site drill needs a target: set ATOCORE_OFFSITE_URL and restart the sidecar"
+                .into(),
+        )
+    })?;
+    let identity = state.config.offsite_identity_file.clone().ok_or_else(|| {
+        atocore_restore_job::Error::OffsiteNotConfigured(
+            "the off-site drill decrypts what it fetches: set ATOCORE_OFFSITE_IDENTITY_FILE to the age identity file (mounted read-only) and restart the sidecar".into(),
+        )
+    })?;
+    let guard = state.begin("offsite drill")?;
+    let started = Instant::now();
+    let id = Utc::now().format("%Y%m%dT%H%M%S%3fZ").to_string();
+    let backup_dir = state.config.paths.backup_dir.clone();
+    let scratch = backup_dir.join(format!("{SCRATCH_PREFIX}{id}"));
+    let mut r = DrillRecord {
+        id,
+        started_at: now(),
+        offsite: true,
+        ..DrillRecord::default()
+    };
+    let (checks, stamp, failure) = operation::blocking(state, Some(guard), "offsite drill", move || {
+        let mut checks = OffsiteChecks::default();
+        let mut stamp = None;
+        // Scratch folders of a drill the sidecar died in.
+        if let Ok(rd) = std::fs::read_dir(&backup_dir) {
+            for e in rd.flatten() {
+                if e.file_name().to_string_lossy().starts_with(SCRATCH_PREFIX) {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
+        }
+        let paths = atocore_restore_job::Paths::from_root(&scratch);
+        let failure = match offsite.fetch_into(&paths, "latest", &identity) {
+            Err(e) => {
+                checks.fetched = Some(false);
+                Some(format!("the fetch failed ({}): {e}", e.code()))
+            }
+            Ok(f) => {
+                checks.fetched = Some(true);
+                stamp = Some(f.stamp.clone());
+                match Stamp::parse(&f.stamp)
+                    .and_then(|s| atocore_restore_job::validate::validate(&paths, &s))
+                {
+                    Ok(v) if v.valid => {
+                        checks.valid = Some(true);
+                        None
+                    }
+                    Ok(v) => {
+                        checks.valid = Some(false);
+                        Some(format!(
+                            "the fetched snapshot fails validation: {}",
+                            v.errors.join(", ")
+                        ))
+                    }
+                    Err(e) => {
+                        checks.valid = Some(false);
+                        Some(format!("validating the fetched snapshot: {e}"))
+                    }
+                }
+            }
+        };
+        let removed = match std::fs::remove_dir_all(&scratch) {
+            Ok(()) => true,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
+            Err(e) => {
+                tracing::error!(path = %scratch.display(), cause = %e, "could not remove the off-site drill's scratch folder; remove it by hand");
+                false
+            }
+        };
+        checks.scratch_removed = Some(removed);
+        let failure = failure.or_else(|| {
+            (!removed).then(|| format!("could not remove the scratch folder {}", scratch.display()))
+        });
+        Ok((checks, stamp, failure))
+    })
+    .await?;
+    r.passed = failure.is_none()
+        && [checks.fetched, checks.valid, checks.scratch_removed]
+            .iter()
+            .all(|c| *c == Some(true));
+    r.stamp = stamp;
+    r.offsite_checks = Some(checks);
+    if let Some(msg) = failure {
+        r.error = Some("drill_failed".into());
+        r.message = Some(msg);
+    }
+    r.duration_ms = started.elapsed().as_millis() as u64;
+    r.finished_at = now();
+    record(state, r).await
 }
 
 /// The drill records, oldest first.

@@ -1,8 +1,11 @@
 //! `GET /health`: the sidecar's own status.
 //!
 //! `status` is `degraded` when there is no valid snapshot or the newest one not known
-//! to be broken is older than the staleness setting (default 26 h), else `ok`. The HTTP
-//! status is 200 either way: the sidecar itself works; `degraded` is about the backups.
+//! to be broken is older than the staleness setting (default 26 h), and, with an
+//! off-site target, when the last push failed, the newest remote snapshot is older than
+//! `ATOCORE_OFFSITE_MAX_AGE` (as last seen: `/health` never waits for the target), or
+//! the last verify found problems; else `ok`. The HTTP status is 200 either way: the
+//! sidecar itself works; `degraded` is about the backups.
 
 use std::sync::Arc;
 
@@ -12,8 +15,10 @@ use serde_json::Value;
 
 use crate::docker::Reachability;
 use crate::gate::Running;
+use crate::offsite::{self, VerifyRecord};
+use crate::operation;
 use crate::state::State;
-use crate::summary::Summary;
+use crate::summary::Listing;
 
 /// The body of `/health`.
 #[derive(Debug, Clone, Serialize)]
@@ -50,11 +55,23 @@ pub struct LastBackup {
     pub valid: Option<bool>,
 }
 
-/// What `/health` says of off-site replication (since the sidecar started).
+/// What `/health` says of off-site replication: pushes since the sidecar started, the
+/// target as last seen (never listed by `/health` itself), the last verify.
 #[derive(Debug, Clone, Serialize)]
 pub struct OffsiteStatus {
     pub last_success_at: Option<String>,
     pub last_failure_at: Option<String>,
+    /// When the target was last seen (push, prune or list); `null`: not yet.
+    pub remote_seen_at: Option<String>,
+    /// The newest snapshot on the target, as last seen.
+    pub newest_remote: Option<String>,
+    /// Now minus the newest remote snapshot's time.
+    pub lag_seconds: Option<i64>,
+    pub max_age_seconds: u64,
+    /// Valid local snapshots the target lacks (as last seen).
+    pub pending: Vec<String>,
+    /// The last scheduled verify (kept across restarts).
+    pub last_verify: Option<VerifyRecord>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -70,10 +87,17 @@ pub async fn report(state: &Arc<State>) -> HealthReport {
     let now = Utc::now();
     let listing = state.summary.listing(&state.config.paths).await;
     let docker = state.docker.reachability().await;
-    build(state, &listing.summary, docker, now)
+    operation::refresh_remote_in_background(state);
+    build(state, &listing, docker, now)
 }
 
-fn build(state: &State, s: &Summary, docker: Reachability, now: DateTime<Utc>) -> HealthReport {
+fn build(
+    state: &State,
+    listing: &Listing,
+    docker: Reachability,
+    now: DateTime<Utc>,
+) -> HealthReport {
+    let s = &listing.summary;
     let stale = state.config.stale_after;
     let mut reasons = Vec::new();
     let last_backup = s.newest_valid.as_ref().map(|n| LastBackup {
@@ -117,9 +141,51 @@ fn build(state: &State, s: &Summary, docker: Reachability, now: DateTime<Utc>) -
                 f.to_rfc3339_opts(SecondsFormat::Secs, true)
             ));
         }
+        let max_age = state.config.offsite_max_age;
+        let remote = state.offsite.remote();
+        let newest = remote.as_ref().and_then(|r| r.newest());
+        let lag_seconds = newest.map(|t| (now - t).num_seconds());
+        match (&remote, lag_seconds) {
+            (Some(_), Some(lag)) if lag.max(0) as u64 > max_age.as_secs() => reasons.push(format!(
+                "the newest snapshot on the off-site target is {} h old (more than ATOCORE_OFFSITE_MAX_AGE = {} h); check the sidecar's log for failed pushes, then POST /admin/offsite/push",
+                lag / 3600,
+                max_age.as_secs() / 3600
+            )),
+            (Some(_), None) => reasons.push(
+                "the off-site target holds no snapshot yet (ATOCORE_OFFSITE_MAX_AGE); POST /admin/offsite/push".to_string(),
+            ),
+            _ => {}
+        }
+        let last_verify = state.offsite.last_verify(&state.config.paths);
+        match &last_verify {
+            Some(v) if v.error.is_some() => reasons.push(format!(
+                "the last off-site verify ({}) could not run: {}; it is tried again after the next scheduled snapshot",
+                v.at,
+                v.error.as_deref().unwrap_or_default()
+            )),
+            Some(v) if !v.ok => reasons.push(format!(
+                "the last off-site verify ({}) found {} damaged or missing objects; run `atocore-restore-job offsite verify` for the list, then push again",
+                v.at, v.problems
+            )),
+            _ => {}
+        }
         OffsiteStatus {
             last_success_at: ok.map(|t| t.to_rfc3339_opts(SecondsFormat::Secs, true)),
             last_failure_at: failed.map(|t| t.to_rfc3339_opts(SecondsFormat::Secs, true)),
+            remote_seen_at: remote
+                .as_ref()
+                .and_then(|r| r.seen_at)
+                .map(|t| t.to_rfc3339_opts(SecondsFormat::Secs, true)),
+            newest_remote: remote
+                .as_ref()
+                .and_then(|r| r.stamps.iter().next_back().cloned()),
+            lag_seconds,
+            max_age_seconds: max_age.as_secs(),
+            pending: remote
+                .as_ref()
+                .map(|r| offsite::pending(listing, r))
+                .unwrap_or_default(),
+            last_verify,
         }
     });
     let wal = state.config.wal.as_ref().map(|w| {

@@ -47,6 +47,7 @@ pub mod json;
 pub mod leftover;
 pub mod logging;
 pub mod metrics;
+pub mod offsite;
 pub mod operation;
 pub mod orchestrator;
 pub mod quiesce;

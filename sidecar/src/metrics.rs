@@ -46,6 +46,13 @@ struct Counters {
     offsite_bytes_uploaded: u64,
     last_offsite_push: Option<DateTime<Utc>>,
     last_offsite_failure: Option<DateTime<Utc>>,
+    offsite_prunes: u64,
+    offsite_prune_failures: u64,
+    offsite_pruned_snapshots: u64,
+    /// The newest snapshot on the target, as last seen.
+    offsite_newest: Option<DateTime<Utc>>,
+    /// The last verify: when, whether it passed, how many problems.
+    offsite_verify: Option<(DateTime<Utc>, bool, usize)>,
 }
 
 /// The in-memory counters.
@@ -127,6 +134,30 @@ impl Metrics {
     /// When the last off-site push succeeded and when one last failed.
     pub fn offsite_status(&self) -> (Option<DateTime<Utc>>, Option<DateTime<Utc>>) {
         self.with(|c| (c.last_offsite_push, c.last_offsite_failure))
+    }
+
+    /// `deleted`: snapshots deleted from the target; `None` when the prune failed.
+    pub fn record_offsite_prune(&self, deleted: Option<usize>) {
+        self.with(|c| match deleted {
+            Some(n) => {
+                c.offsite_prunes += 1;
+                c.offsite_pruned_snapshots += n as u64;
+            }
+            None => c.offsite_prune_failures += 1,
+        });
+    }
+
+    /// What is known of the target at scrape time: its newest snapshot's time, and
+    /// the last verify (when, passed, problems).
+    pub fn note_offsite(
+        &self,
+        newest: Option<DateTime<Utc>>,
+        verify: Option<(DateTime<Utc>, bool, usize)>,
+    ) {
+        self.with(|c| {
+            c.offsite_newest = newest;
+            c.offsite_verify = verify;
+        });
     }
 
     pub fn record_drill(&self, passed: bool) {
@@ -365,6 +396,46 @@ impl Metrics {
                 "atocore_offsite_last_success_timestamp_seconds",
                 "When the last off-site push succeeded",
                 ts(t),
+            );
+        }
+
+        r.counter(
+            "atocore_offsite_prune_runs",
+            "Scheduled off-site prunes that succeeded since the sidecar started",
+            c.offsite_prunes,
+        );
+        r.counter(
+            "atocore_offsite_prune_failures",
+            "Scheduled off-site prunes that failed since the sidecar started",
+            c.offsite_prune_failures,
+        );
+        r.counter(
+            "atocore_offsite_pruned_snapshots",
+            "Snapshots deleted from the off-site target since the sidecar started",
+            c.offsite_pruned_snapshots,
+        );
+        if let Some(t) = c.offsite_newest {
+            r.gauge(
+                "atocore_offsite_newest_age_seconds",
+                "Age of the newest snapshot on the off-site target (as last seen)",
+                age(t),
+            );
+        }
+        if let Some((t, ok, problems)) = c.offsite_verify {
+            r.gauge(
+                "atocore_offsite_verify_last_timestamp_seconds",
+                "When the last scheduled off-site verify ran",
+                ts(t),
+            );
+            r.int_gauge(
+                "atocore_offsite_verify_last_ok",
+                "1 when the last off-site verify ran and found nothing wrong",
+                flag(ok),
+            );
+            r.int_gauge(
+                "atocore_offsite_verify_last_problems",
+                "Objects the last off-site verify found missing or damaged",
+                problems as i64,
             );
         }
 

@@ -9,7 +9,9 @@
 //! | `GET /admin/backup/<STAMP>/validate` | yes | | the body of `validate` (200 valid or not) |
 //! | `POST /admin/backup/prune` | yes | `{"dry_run": bool}` | the body of `prune` |
 //! | `POST /admin/restore` | yes | `{"stamp", "include_chroma", "pre_snapshot"}` | see [`crate::orchestrator`] |
-//! | `POST /admin/drill`, `GET /admin/drill` | yes | | see [`crate::drill`] |
+//! | `POST /admin/drill`, `GET /admin/drill` | yes | `{"offsite": bool}` | see [`crate::drill`] |
+//! | `POST /admin/offsite/push` | yes | `{}` | the body of `offsite push --missing` |
+//! | `GET /admin/offsite` | yes | | [`crate::operation::OffsiteOverview`] |
 //!
 //! Order of checks: auth for anything under `/admin` (so unknown admin paths say 401,
 //! not 404, to clients without the token), route (404), method (405), body (413, 400),
@@ -119,6 +121,8 @@ async fn route(req: &Parts, body: &mut Option<Incoming>, state: &Arc<State>) -> 
             } else {
                 let body: BackupBody = read(req, body, state).await?;
                 let meta = operation::backup(state, body.include_chroma, Kind::Manual).await?;
+                // Off-site: pushed after the answer, as its own operation.
+                operation::offsite_push_in_background(state);
                 Ok(json::reply(StatusCode::OK, &meta))
             }
         }
@@ -164,8 +168,8 @@ async fn route(req: &Parts, body: &mut Option<Incoming>, state: &Arc<State>) -> 
                 let history = drill::history(state).await?;
                 Ok(json::reply(StatusCode::OK, &history))
             } else {
-                let _: drill::DrillBody = read(req, body, state).await?;
-                let r = drill::run(state).await?;
+                let body: drill::DrillBody = read(req, body, state).await?;
+                let r = drill::run(state, body).await?;
                 let status = if r.passed {
                     StatusCode::OK
                 } else {
@@ -232,6 +236,14 @@ async fn metrics(state: &Arc<State>) -> Reply {
     let docker = state.docker.reachability().await;
     let running = state.gate.running();
     let now = Utc::now();
+    if state.config.offsite.is_some() {
+        let newest = state.offsite.remote().and_then(|r| r.newest());
+        let verify = state
+            .offsite
+            .last_verify(&state.config.paths)
+            .and_then(|v| Some((v.at()?, v.ok, v.problems)));
+        state.metrics.note_offsite(newest, verify);
+    }
     let text = state.metrics.render(&Scrape {
         summary: &listing.summary,
         docker_up: docker.reachable,

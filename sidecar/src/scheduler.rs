@@ -1,6 +1,7 @@
 //! The scheduler: sleeps until each time of the [`Schedule`], takes the scheduled
-//! snapshot (and retention after it), and takes one catch-up snapshot at start when a
-//! run was missed. Time comes from a [`Clock`]; the loop sleeps with tokio time in steps
+//! snapshot (and retention after it; with an off-site target, the push, the target's
+//! retention and, when due, its verify), and takes one catch-up snapshot at start when
+//! a run was missed. Time comes from a [`Clock`]; the loop sleeps with tokio time in steps
 //! of at most a minute, so it follows wall-clock jumps, and tests drive it with
 //! `tokio::time::pause()` through [`TokioClock`].
 
@@ -109,7 +110,7 @@ pub async fn run(state: Arc<State>, clock: Arc<dyn Clock>) {
                 () = tokio::time::sleep(delay) => {}
                 () = shutdown.cancelled() => return,
             }
-            scheduled_run(&state, missed, true).await;
+            scheduled_run(&state, clock.as_ref(), missed, true).await;
         }
     }
 
@@ -122,14 +123,14 @@ pub async fn run(state: Arc<State>, clock: Arc<dyn Clock>) {
         if !sleep_until(clock.as_ref(), fire.at, &shutdown).await {
             return;
         }
-        scheduled_run(&state, fire, false).await;
+        scheduled_run(&state, clock.as_ref(), fire, false).await;
         // The next run is strictly after this one, and not in the past.
         after = fire.at.max(clock.now());
     }
 }
 
 /// One scheduled snapshot, then retention. A busy sidecar is retried every minute.
-async fn scheduled_run(state: &Arc<State>, fire: Fire, catch_up: bool) {
+async fn scheduled_run(state: &Arc<State>, clock: &dyn Clock, fire: Fire, catch_up: bool) {
     for attempt in 0..=BUSY_RETRIES {
         if state.shutdown.is_cancelled() {
             return;
@@ -148,11 +149,8 @@ async fn scheduled_run(state: &Arc<State>, fire: Fire, catch_up: bool) {
                         tracing::error!(cause = %e, "retention after the scheduled snapshot failed; it runs again after the next one")
                     }
                 }
-                // Off-site: every valid snapshot the target lacks (this one, and any
-                // missed while the target or the sidecar was down). Failures are
-                // logged and counted by the operation; the next run tries again.
                 if state.config.offsite.is_some() {
-                    let _ = operation::offsite_push(state).await;
+                    offsite_after_snapshot(state, clock).await;
                 }
                 return;
             }
@@ -174,5 +172,23 @@ async fn scheduled_run(state: &Arc<State>, fire: Fire, catch_up: bool) {
                 return;
             }
         }
+    }
+}
+
+/// Off-site work after a scheduled snapshot: push every valid snapshot the target
+/// lacks (this one, and any missed while the target or the sidecar was down); after a
+/// push that succeeded, the target's retention; then the verify when it is due. Each
+/// is its own operation, logged and counted; a failure waits for the next run.
+async fn offsite_after_snapshot(state: &Arc<State>, clock: &dyn Clock) {
+    match operation::offsite_push_yielding(state).await {
+        Ok(_) => {}
+        // Logged by the operation; a push that yielded to a requested backup is
+        // finished by the push after that backup.
+        Err(_) => return,
+    }
+    let _ = operation::offsite_prune(state).await;
+    let now = clock.now();
+    if operation::offsite_verify_due(state, now) {
+        let _ = operation::offsite_verify(state, now).await;
     }
 }

@@ -30,6 +30,8 @@ pub struct State {
     pub tasks: TaskTracker,
     /// Continuous WAL capture (idle unless `ATOCORE_WAL_STREAM` is on).
     pub wal: Arc<crate::walstream::WalStream>,
+    /// What is known of the off-site target.
+    pub offsite: crate::offsite::OffsiteState,
 }
 
 impl State {
@@ -53,6 +55,7 @@ impl State {
             shutdown,
             tasks: TaskTracker::new(),
             wal: Arc::default(),
+            offsite: crate::offsite::OffsiteState::default(),
             config,
         })
     }

@@ -207,3 +207,173 @@ async fn a_scheduled_snapshot_is_pushed_off_site_right_after() {
     state.shutdown.cancel();
     task.await.unwrap();
 }
+
+fn remote_stamps(remote: &std::path::Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(remote.join("snapshots"))
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()
+                .and_then(|n| n.strip_suffix(".json"))
+                .map(str::to_string)
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[tokio::test(start_paused = true)]
+async fn after_a_scheduled_push_the_target_is_pruned_and_verified_when_due() {
+    use atocore_sidecar::operation;
+    // Big enough for a database in chunks (small files live in the index).
+    let (_dir, paths) = sample_root(20_000);
+    let remote = tempfile::tempdir().unwrap();
+    let mut s = Settings::for_root(&paths.storage_root);
+    s.unset("--no-schedule")
+        .set("--missed-run", "skip")
+        .set(
+            "--offsite-url",
+            &format!("file://{}", remote.path().display()),
+        )
+        .set("--offsite-unencrypted", "yes")
+        .set("--offsite-verify-read-data", "100");
+    let state = State::new(s.config(), CancellationToken::new());
+
+    // A snapshot on the target, plus two older copies of its reference from the same
+    // day: the target's daily retention keeps only the newest of that day.
+    let first = operation::backup(&state, false, atocore_restore_job::Kind::Manual)
+        .await
+        .unwrap()
+        .stamp;
+    operation::offsite_push(&state).await.unwrap();
+    let reference: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(remote.path().join(format!("snapshots/{first}.json"))).unwrap(),
+    )
+    .unwrap();
+    let mut forged = Vec::new();
+    for back in [1, 2] {
+        let t = Stamp::parse(&first).unwrap().time() - chrono::TimeDelta::seconds(back);
+        let stamp = Stamp::from_time(t).to_string();
+        let mut r = reference.clone();
+        r["stamp"] = stamp.clone().into();
+        std::fs::write(
+            remote.path().join(format!("snapshots/{stamp}.json")),
+            serde_json::to_vec(&r).unwrap(),
+        )
+        .unwrap();
+        forged.push(stamp);
+    }
+    assert_eq!(remote_stamps(remote.path()).len(), 3);
+    let verify_file = paths.backup_dir.join("offsite/sidecar-verify.json");
+    assert!(!verify_file.exists());
+
+    let clock = Arc::new(TokioClock::starting_at(t("2026-04-06T05:59:00Z")));
+    let task = tokio::spawn(schedule::run(Arc::clone(&state), clock.clone()));
+    assert!(
+        until(Duration::from_secs(900), || stamps(&paths).len() <= 2
+            && stamps(&paths).iter().any(|s| *s != first)
+            && verify_file.exists()
+            && state.gate.running().is_none())
+        .await,
+        "local {:?}, remote {:?}",
+        stamps(&paths),
+        remote_stamps(remote.path())
+    );
+    // Remote retention ran with the same (default) counts as the local one, so both
+    // keep the same snapshots; the forged same-day references are gone.
+    let remote_now = remote_stamps(remote.path());
+    assert_eq!(remote_now, stamps(&paths));
+    assert!(
+        forged.iter().all(|f| !remote_now.contains(f)),
+        "{remote_now:?}"
+    );
+
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&verify_file).unwrap()).unwrap();
+    assert_eq!(record["ok"], true, "{record}");
+    assert_eq!(record["problems"], 0, "{record}");
+    assert_eq!(record["read_data_percent"], 100.0, "{record}");
+    assert_eq!(record["snapshots"], remote_now.len(), "{record}");
+    assert!(record["chunks_read"].as_u64().unwrap() >= 1, "{record}");
+    assert!(record.get("error").is_none(), "{record}");
+    let verified_at = record["at"].as_str().unwrap().to_string();
+    assert!(verified_at.starts_with("2026-04-06T06:0"), "{verified_at}");
+
+    // Tuesday 06:00: pushed and pruned again, but the verify is not due for a week.
+    tokio::time::sleep(Duration::from_secs(23 * 3600)).await;
+    assert!(
+        until(Duration::from_secs(3 * 3600), || remote_stamps(
+            remote.path()
+        )
+        .iter()
+        .any(|s| !remote_now.contains(s))
+            && state.gate.running().is_none())
+        .await
+    );
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&verify_file).unwrap()).unwrap();
+    assert_eq!(record["at"], verified_at.as_str());
+    let m = state.metrics.render(&atocore_sidecar::metrics::Scrape {
+        summary: &Default::default(),
+        docker_up: false,
+        operation_running: None,
+        paused: false,
+        next_run: None,
+        now: Utc::now(),
+        wal: Default::default(),
+    });
+    assert!(m.contains("atocore_offsite_prune_runs_total 2\n"), "{m}");
+    assert!(
+        m.contains("atocore_offsite_prune_failures_total 0\n"),
+        "{m}"
+    );
+    assert!(m.contains("atocore_offsite_pruned_snapshots_total "), "{m}");
+
+    // A restart remembers the verify: not due before a week has passed.
+    let restarted = State::new(s.config(), CancellationToken::new());
+    assert!(!operation::offsite_verify_due(
+        &restarted,
+        t("2026-04-12T06:00:00Z")
+    ));
+    assert!(operation::offsite_verify_due(
+        &restarted,
+        t("2026-04-13T06:10:00Z")
+    ));
+
+    // A truncated chunk is found by the next verify and recorded as a problem.
+    let chunk = walk_files(&remote.path().join("chunks"))[0].clone();
+    let len = std::fs::metadata(&chunk).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&chunk)
+        .unwrap()
+        .set_len(len - 1)
+        .unwrap();
+    let r = operation::offsite_verify(&restarted, t("2026-04-13T06:10:00Z"))
+        .await
+        .unwrap();
+    assert!(!r.ok);
+    assert!(r.problems >= 1, "{r:?}");
+    assert!(!operation::offsite_verify_due(
+        &restarted,
+        t("2026-04-13T07:00:00Z")
+    ));
+
+    state.shutdown.cancel();
+    task.await.unwrap();
+}
+
+fn walk_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk_files(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out.sort();
+    out
+}

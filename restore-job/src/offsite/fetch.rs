@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 use super::chunker;
 use super::crypto::Identity;
 use super::format::{EntryKind, Index, Reference};
-use super::store::{PARALLEL, Requests, Target};
+use super::store::{Requests, Target};
 use crate::config::Paths;
 use crate::durable::{self, BackupLock};
 use crate::error::{Error, Result};
@@ -146,7 +146,7 @@ pub fn fetch(
                     written += bytes.len() as u64;
                     f.write_all(&bytes).map_err(Error::io("write", &out))?;
                 }
-                for batch in e.chunks.chunks(2 * PARALLEL) {
+                for batch in e.chunks.chunks(2 * target.parallel()) {
                     let keys: Vec<String> =
                         batch.iter().map(|(id, _)| chunker::chunk_key(id)).collect();
                     let bodies = target.get_many(&keys)?;

@@ -53,14 +53,52 @@ pub struct OffsiteArgs {
         global = true
     )]
     pub recipients: Option<String>,
-    /// Allow pushing without encryption (true/1/yes/on).
+    /// Allow pushing without encryption: 1/0, true/false, yes/no, on/off (any case);
+    /// anything else is refused.
     #[arg(
         id = "offsite_unencrypted",
         long = "offsite-unencrypted",
         env = "ATOCORE_OFFSITE_UNENCRYPTED",
-        global = true
+        global = true,
+        action = clap::ArgAction::Set,
+        default_value = "false",
+        value_name = "BOOL",
+        value_parser = clap::builder::BoolishValueParser::new()
     )]
-    pub unencrypted: Option<String>,
+    pub unencrypted: bool,
+    /// Requests to the target at once (uploads, downloads, deletes), 1-64.
+    #[arg(
+        id = "offsite_concurrency",
+        long = "offsite-concurrency",
+        env = "ATOCORE_OFFSITE_CONCURRENCY",
+        global = true,
+        default_value_t = store::PARALLEL,
+        value_name = "N",
+        value_parser = parse_concurrency
+    )]
+    pub concurrency: usize,
+    /// Upper bound for upload bandwidth, bytes per second (10MiB, 500KB, 1048576); `off`
+    /// (the default) is unlimited.
+    #[arg(
+        id = "offsite_bandwidth",
+        long = "offsite-bandwidth",
+        env = "ATOCORE_OFFSITE_BANDWIDTH",
+        global = true,
+        default_value = "off",
+        value_name = "BYTES_PER_SEC",
+        value_parser = store::parse_bandwidth
+    )]
+    pub bandwidth: store::Bandwidth,
+}
+
+fn parse_concurrency(v: &str) -> std::result::Result<usize, String> {
+    match v.trim().parse::<usize>() {
+        Ok(n @ 1..=64) => Ok(n),
+        _ => Err(format!(
+            "`{v}` is not a number of requests from 1 to 64 (default {})",
+            store::PARALLEL
+        )),
+    }
 }
 
 impl OffsiteArgs {
@@ -75,11 +113,11 @@ impl OffsiteArgs {
                         .into(),
                 )
             })?;
-        Target::open(url.trim(), create)
+        Ok(Target::open(url.trim(), create)?.with_limits(self.concurrency, self.bandwidth.0))
     }
 
     fn unencrypted(&self) -> bool {
-        self.unencrypted.as_deref().is_some_and(store::truthy)
+        self.unencrypted
     }
 
     /// Whether a target is set (`ATOCORE_OFFSITE_URL`).
@@ -99,9 +137,27 @@ impl OffsiteArgs {
     /// Push every valid local snapshot the target lacks (what the sidecar runs after
     /// each snapshot, and what catches up after downtime).
     pub fn push_missing(&self, paths: &Paths) -> Result<push::PushReport> {
+        self.push_missing_while(paths, &|| true)
+    }
+
+    /// [`Self::push_missing`], stopping with [`Error::Cancelled`] at the next snapshot
+    /// or batch of uploads once `keep_going` says no (the sidecar lets a requested
+    /// backup go first this way).
+    pub fn push_missing_while(
+        &self,
+        paths: &Paths,
+        keep_going: &dyn Fn() -> bool,
+    ) -> Result<push::PushReport> {
         let sealer = crypto::Sealer::from_settings(self.recipients.as_deref(), self.unencrypted())?;
         let target = self.target(true)?;
-        push::push(paths, &target, &sealer, &push::Which::Missing, None)
+        push::push(
+            paths,
+            &target,
+            &sealer,
+            &push::Which::Missing,
+            None,
+            keep_going,
+        )
     }
 
     /// Upload the captured WAL segments the target lacks. `known` is what the target
@@ -127,6 +183,37 @@ impl OffsiteArgs {
     pub fn list_remote(&self) -> Result<list::RemoteList> {
         list::list(&self.target(false)?)
     }
+
+    /// Apply the target's retention (`offsite prune`).
+    pub fn prune_remote(&self, args: &prune::PruneArgs) -> Result<prune::OffsitePruneReport> {
+        prune::prune(&self.target(false)?, args)
+    }
+
+    /// Check the target (`offsite verify --read-data PCT`), without a private key.
+    pub fn verify_remote(&self, read_pct: f64) -> Result<verify::VerifyReport> {
+        verify::verify(&self.target(false)?, read_pct, None)
+    }
+
+    /// Fetch `which` (a stamp or `latest`) into `paths` with the identity file
+    /// (`offsite fetch`).
+    pub fn fetch_into(
+        &self,
+        paths: &Paths,
+        which: &str,
+        identity: &Path,
+    ) -> Result<fetch::FetchReport> {
+        let identity = Identity::load(identity)?;
+        fetch::fetch(paths, &self.target(false)?, which, Some(&identity))
+    }
+}
+
+/// Write a small JSON state file (a long-running caller's record of its off-site
+/// work) atomically and durably, creating its folder.
+pub fn write_state_file<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        durable::create_dir_all(dir)?;
+    }
+    durable::write_json_atomic(path, value)
 }
 
 /// `offsite …`: the settings and one subcommand.
@@ -201,7 +288,7 @@ pub fn run(paths: &Paths, cli: OffsiteCli) -> Result<(Value, u8)> {
             };
             let identity = identity.as_deref().map(Identity::load).transpose()?;
             let target = s.target(true)?;
-            let r = push::push(paths, &target, &sealer, &which, identity.as_ref())?;
+            let r = push::push(paths, &target, &sealer, &which, identity.as_ref(), &|| true)?;
             let mut v = to_value(&r);
             // The captured WAL follows the snapshots (point-in-time recovery off-site).
             if crate::wal::generation::wal_dir(paths).is_dir() {

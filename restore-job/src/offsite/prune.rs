@@ -44,6 +44,29 @@ pub struct PruneArgs {
     pub now: Option<DateTime<Utc>>,
 }
 
+impl PruneArgs {
+    /// The target's retention from the environment alone (`ATOCORE_OFFSITE_KEEP_*`,
+    /// `ATOCORE_OFFSITE_GRACE_HOURS`), with the CLI's defaults: what a long-running
+    /// caller (the sidecar) applies after each push. A bad value is a usage error
+    /// naming the variable.
+    pub fn from_env() -> Result<PruneArgs> {
+        #[derive(clap::Parser)]
+        #[command(no_binary_name = true)]
+        struct Env {
+            #[command(flatten)]
+            args: PruneArgs,
+        }
+        <Env as clap::Parser>::try_parse_from(std::iter::empty::<String>())
+            .map(|e| e.args)
+            .map_err(|e| {
+                crate::error::Error::Usage(format!(
+                    "off-site retention: {}",
+                    e.to_string().trim().trim_start_matches("error: ")
+                ))
+            })
+    }
+}
+
 /// The body of `offsite prune`.
 #[derive(Debug, Clone, Serialize)]
 pub struct OffsitePruneReport {

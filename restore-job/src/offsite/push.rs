@@ -60,13 +60,16 @@ pub struct PushReport {
     pub requests: Requests,
 }
 
-/// Push what `which` names.
+/// Push what `which` names. `keep_going` is asked before each snapshot and before
+/// each batch of uploads; when it says no, the push stops with [`Error::Cancelled`]
+/// (what it uploaded stays unreferenced: the next push reuses it).
 pub fn push(
     paths: &Paths,
     target: &Target,
     sealer: &Sealer,
     which: &Which,
     identity: Option<&Identity>,
+    keep_going: &dyn Fn() -> bool,
 ) -> Result<PushReport> {
     let local = published_stamps(paths)?;
     // The candidates: newest first for `Newest`, oldest first for `Missing`.
@@ -111,6 +114,9 @@ pub fn push(
     let mut pushed = Vec::new();
     let mut already_there = Vec::new();
     for stamp in stamps {
+        if !keep_going() {
+            return Err(Error::Cancelled("the off-site push"));
+        }
         if on_target.contains(stamp.as_str()) {
             already_there.push(stamp.to_string());
             if matches!(which, Which::Newest) {
@@ -134,11 +140,14 @@ pub fn push(
             }
         }
         pushed.push(push_one(
-            paths,
-            target,
-            sealer,
-            &config,
-            &key,
+            &Session {
+                paths,
+                target,
+                sealer,
+                config: &config,
+                key: &key,
+                keep_going,
+            },
             &stamp,
             &mut existing,
         )?);
@@ -228,6 +237,7 @@ fn open_or_create(
 /// Uploads queued chunks in batches.
 struct Uploader<'a> {
     target: &'a Target,
+    keep_going: &'a dyn Fn() -> bool,
     queue: Vec<(String, Vec<u8>)>,
     queued_bytes: usize,
     objects: u64,
@@ -238,13 +248,16 @@ impl Uploader<'_> {
     fn add(&mut self, key: String, bytes: Vec<u8>) -> Result<()> {
         self.queued_bytes += bytes.len();
         self.queue.push((key, bytes));
-        if self.queue.len() >= 2 * super::store::PARALLEL || self.queued_bytes > 32 << 20 {
+        if self.queue.len() >= 2 * self.target.parallel() || self.queued_bytes > 32 << 20 {
             self.flush()?;
         }
         Ok(())
     }
 
     fn flush(&mut self) -> Result<()> {
+        if !(self.keep_going)() {
+            return Err(Error::Cancelled("the off-site push"));
+        }
         let batch = std::mem::take(&mut self.queue);
         self.queued_bytes = 0;
         self.objects += batch.len() as u64;
@@ -253,19 +266,34 @@ impl Uploader<'_> {
     }
 }
 
+/// What every snapshot of one push shares.
+struct Session<'a> {
+    paths: &'a Paths,
+    target: &'a Target,
+    sealer: &'a Sealer,
+    config: &'a RepoConfig,
+    key: &'a RepoKey,
+    keep_going: &'a dyn Fn() -> bool,
+}
+
 fn push_one(
-    paths: &Paths,
-    target: &Target,
-    sealer: &Sealer,
-    config: &RepoConfig,
-    key: &RepoKey,
+    session: &Session<'_>,
     stamp: &Stamp,
     existing: &mut HashSet<String>,
 ) -> Result<Pushed> {
+    let Session {
+        paths,
+        target,
+        sealer,
+        config,
+        key,
+        keep_going,
+    } = *session;
     let dir = paths.snapshot_dir(stamp);
     let meta = metadata::read(&dir)?;
     let mut up = Uploader {
         target,
+        keep_going,
         queue: Vec::new(),
         queued_bytes: 0,
         objects: 0,

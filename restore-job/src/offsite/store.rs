@@ -19,8 +19,72 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 
-/// How many requests run at once for uploads, downloads and deletes.
+/// How many requests run at once for uploads, downloads and deletes, unless
+/// `ATOCORE_OFFSITE_CONCURRENCY` says otherwise.
 pub const PARALLEL: usize = 8;
+
+/// Paces uploads to a rate: each object's upload starts only once the bytes started
+/// before it fit the rate since the first one (a burst of at most one object).
+struct Pacer {
+    bytes_per_sec: u64,
+    next: std::sync::Mutex<Option<tokio::time::Instant>>,
+}
+
+impl Pacer {
+    /// When an upload of `n` bytes may start (and book its time).
+    fn slot(&self, n: u64) -> tokio::time::Instant {
+        let mut next = self.next.lock().unwrap_or_else(|p| p.into_inner());
+        let now = tokio::time::Instant::now();
+        let start = next.map_or(now, |t| t.max(now));
+        *next = Some(start + Duration::from_secs_f64(n as f64 / self.bytes_per_sec as f64));
+        start
+    }
+}
+
+/// Parse a bandwidth: bytes per second as a number with an optional unit (`B`, `KB`,
+/// `KiB`, `MB`, `MiB`, `GB`, `GiB`, any case, optional `/s`); `0`, `off` or empty is
+/// unlimited (`None`).
+pub fn parse_bandwidth(v: &str) -> std::result::Result<Bandwidth, String> {
+    parse_bytes_per_sec(v).map(Bandwidth)
+}
+
+/// An upload bandwidth limit in bytes per second; `None`: unlimited.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Bandwidth(pub Option<u64>);
+
+fn parse_bytes_per_sec(v: &str) -> std::result::Result<Option<u64>, String> {
+    let t = v.trim();
+    let t = t
+        .strip_suffix("/s")
+        .or_else(|| t.strip_suffix("/S"))
+        .unwrap_or(t)
+        .trim();
+    if t.is_empty() || t.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let bad = || {
+        format!(
+            "`{v}` is not a bandwidth: write bytes per second such as 10MiB, 500KB or 1048576, or off"
+        )
+    };
+    let n: f64 = num.parse().map_err(|_| bad())?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" => 1000,
+        "kib" => 1 << 10,
+        "mb" => 1_000_000,
+        "mib" => 1 << 20,
+        "gb" => 1_000_000_000,
+        "gib" => 1 << 30,
+        _ => return Err(bad()),
+    };
+    let bytes = (n * mult as f64) as u64;
+    Ok((bytes > 0).then_some(bytes))
+}
 
 /// Test hook: kill this process (SIGKILL) right after this many objects were written.
 pub const CRASH_ENV: &str = "ATOCORE_OFFSITE_CRASH_AFTER_PUTS";
@@ -55,6 +119,10 @@ pub struct Target {
     display: String,
     stats: Cell<RequestsCells>,
     crash_after: Option<u64>,
+    /// Requests at once.
+    parallel: usize,
+    /// Upload pacing (`ATOCORE_OFFSITE_BANDWIDTH`).
+    pacer: Option<Pacer>,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -193,7 +261,25 @@ impl Target {
             display: url.to_string(),
             stats: Cell::new(RequestsCells::default()),
             crash_after,
+            parallel: PARALLEL,
+            pacer: None,
         })
+    }
+
+    /// Run `parallel` requests at once (at least 1), and pace uploads to
+    /// `bytes_per_sec` when set.
+    pub fn with_limits(mut self, parallel: usize, bytes_per_sec: Option<u64>) -> Target {
+        self.parallel = parallel.max(1);
+        self.pacer = bytes_per_sec.map(|bytes_per_sec| Pacer {
+            bytes_per_sec,
+            next: std::sync::Mutex::new(None),
+        });
+        self
+    }
+
+    /// Requests at once.
+    pub fn parallel(&self) -> usize {
+        self.parallel
     }
 
     /// The URL the target was opened with.
@@ -251,23 +337,27 @@ impl Target {
         self.put_many(vec![(key.to_string(), bytes)])
     }
 
-    /// Write objects, [`PARALLEL`] at a time.
+    /// Write objects, [`Target::parallel`] at a time (paced when a bandwidth is set).
     pub fn put_many(&self, items: Vec<(String, Vec<u8>)>) -> Result<()> {
         if items.is_empty() {
             return Ok(());
         }
         let store = &self.store;
+        let pacer = self.pacer.as_ref();
         let jobs = items.into_iter().map(|(key, bytes)| {
             let path = self.path(&key);
             async move {
                 let n = bytes.len() as u64;
+                if let Some(p) = pacer {
+                    tokio::time::sleep_until(p.slot(n)).await;
+                }
                 let r = store.put(&path, PutPayload::from(bytes)).await;
                 (key, n, r)
             }
         });
         let results: Vec<_> = self
             .rt
-            .block_on(stream::iter(jobs).buffer_unordered(PARALLEL).collect());
+            .block_on(stream::iter(jobs).buffer_unordered(self.parallel).collect());
         let mut first_err = None;
         for (key, n, r) in results {
             match r {
@@ -324,7 +414,7 @@ impl Target {
         Ok(self.get_many(&[key.to_string()])?.pop().unwrap_or_default())
     }
 
-    /// Read objects, [`PARALLEL`] at a time, in the order asked.
+    /// Read objects, [`Target::parallel`] at a time, in the order asked.
     pub fn get_many(&self, keys: &[String]) -> Result<Vec<Vec<u8>>> {
         let store = &self.store;
         let jobs = keys.iter().map(|key| {
@@ -339,7 +429,7 @@ impl Target {
         });
         let results: Vec<_> = self
             .rt
-            .block_on(stream::iter(jobs).buffered(PARALLEL).collect());
+            .block_on(stream::iter(jobs).buffered(self.parallel).collect());
         let mut out = Vec::with_capacity(keys.len());
         for (key, r) in results {
             self.count(|s| s.get += 1);
@@ -383,7 +473,7 @@ impl Target {
         Ok(out)
     }
 
-    /// Delete objects, [`PARALLEL`] at a time. A missing object counts as deleted.
+    /// Delete objects, [`Target::parallel`] at a time. A missing object counts as deleted.
     pub fn delete_many(&self, keys: &[String]) -> Result<()> {
         let store = &self.store;
         let jobs = keys.iter().map(|key| {
@@ -392,7 +482,7 @@ impl Target {
         });
         let results: Vec<_> = self
             .rt
-            .block_on(stream::iter(jobs).buffer_unordered(PARALLEL).collect());
+            .block_on(stream::iter(jobs).buffer_unordered(self.parallel).collect());
         for (key, r) in results {
             self.count(|s| s.delete += 1);
             match r {
@@ -410,4 +500,44 @@ pub fn truthy(v: &str) -> bool {
         v.trim().to_ascii_lowercase().as_str(),
         "true" | "1" | "yes" | "on"
     )
+}
+
+#[cfg(test)]
+mod bandwidth_tests {
+    use super::*;
+
+    #[test]
+    fn bandwidths_read_like_people_write_them() {
+        let b = |v: &str| parse_bandwidth(v).map(|b| b.0);
+        assert_eq!(b("10MiB"), Ok(Some(10 << 20)));
+        assert_eq!(b("10 mib/s"), Ok(Some(10 << 20)));
+        assert_eq!(b("500KB"), Ok(Some(500_000)));
+        assert_eq!(b("1.5GiB"), Ok(Some(3 << 29)));
+        assert_eq!(b("1048576"), Ok(Some(1 << 20)));
+        assert_eq!(b("off"), Ok(None));
+        assert_eq!(b("0"), Ok(None));
+        assert_eq!(b(""), Ok(None));
+        assert!(b("fast").unwrap_err().contains("is not a bandwidth"));
+        assert!(b("10MB/h").is_err());
+        assert!(b("-1MiB").is_err());
+    }
+
+    #[test]
+    fn the_pacer_books_each_upload_after_the_bytes_before_it() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let p = Pacer {
+                bytes_per_sec: 1000,
+                next: std::sync::Mutex::new(None),
+            };
+            let t0 = p.slot(500);
+            let t1 = p.slot(1500);
+            let t2 = p.slot(10);
+            assert_eq!(t1 - t0, Duration::from_millis(500));
+            assert_eq!(t2 - t0, Duration::from_millis(2000));
+        });
+    }
 }

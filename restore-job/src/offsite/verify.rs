@@ -13,7 +13,7 @@ use serde::Serialize;
 use super::chunker;
 use super::crypto::{self, Identity};
 use super::format::Index;
-use super::store::{PARALLEL, Requests, Target};
+use super::store::{Requests, Target};
 use crate::error::{Error, Result};
 
 /// One thing wrong with one object.
@@ -138,7 +138,7 @@ pub fn verify(target: &Target, read_pct: f64, identity: Option<&Identity>) -> Re
         ids.truncate(take.min(ids.len()));
         // Plaintext lengths come from the index; without reading it, bound by the
         // chunker's maximum.
-        for batch in ids.chunks(2 * PARALLEL) {
+        for batch in ids.chunks(2 * target.parallel()) {
             let keys: Vec<String> = batch.iter().map(|(id, _)| chunker::chunk_key(id)).collect();
             let bodies = target.get_many(&keys)?;
             for ((id, _), (obj, body)) in batch.iter().zip(keys.iter().zip(bodies)) {
