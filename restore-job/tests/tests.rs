@@ -9,6 +9,7 @@ mod legacy;
 mod messages;
 mod mounts;
 mod offsite;
+mod pitr;
 mod prune;
 mod restore;
 mod safety;
