@@ -586,6 +586,9 @@ fn wal_removed_under_the_streamer() {
     drop(c);
     let stream_log = std::fs::read_to_string(i.dir.path().join("stream.log")).unwrap();
     eprintln!("summary: {summary}");
+    for l in stream_log.lines().filter(|l| !l.contains(" INFO ")).take(6) {
+        eprintln!("  stream: {l}");
+    }
     let started = summary["generations_started"].as_array().unwrap().len();
     assert!(
         started >= 2 || stream_log.contains("wal_removed"),
@@ -724,7 +727,7 @@ fn retention_prunes_segments_before_the_newest_base() {
     assert!(keep_from > 0, "the newest base is in the generation's first epoch; nothing to prune");
     let expected_kept: BTreeSet<PathBuf> = in_newest[keep_from..].iter().map(|(_, p, _)| p.clone()).collect();
 
-    let r = i.run(&["--pitr-days", "0", "prune"]);
+    let r = i.run(&["prune", "--pitr-days", "0"]);
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
     let after = segments(&i);
     let kept: BTreeSet<PathBuf> = after.iter().map(|(_, p, _)| p.clone()).collect();
