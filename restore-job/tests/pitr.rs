@@ -60,7 +60,16 @@ fn open_writer(db: &Path) -> Connection {
 fn commit_tick(c: &Connection, n: i64) -> (i64, i64) {
     let t0 = now_ms();
     c.execute_batch("BEGIN IMMEDIATE").unwrap();
-    let pad: Vec<u8> = (0..96).map(|i| (n as u8).wrapping_mul(31).wrapping_add(i)).collect();
+    // Incompressible, like real content: segments are zstd-compressed.
+    let mut x = (n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let pad: Vec<u8> = (0..96)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
     c.execute(
         "INSERT INTO ticks (n, t_ms, pad) VALUES (?1, ?2, ?3)",
         rusqlite::params![n, t0, pad],
@@ -740,4 +749,91 @@ fn retention_prunes_segments_before_the_newest_base() {
     assert!(from >= parse_ms(newest_base["wal"]["pinned_at"].as_str().unwrap()));
     restore_and_check(&i, from + (to - from) / 2, &log, true);
     restore_and_check(&i, to, &log, true);
+}
+
+// ---------------------------------------------------------------- 6. disk full
+
+/// A tmpfs mounted over a folder, unmounted on drop.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    /// `None` when mounting is not permitted here.
+    fn mount(dir: &Path, size: &str) -> Option<Tmpfs> {
+        std::fs::create_dir_all(dir).unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| Tmpfs(dir.to_path_buf()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// `backups/wal` on a 1 MiB tmpfs that fills up while a writer process commits: the
+/// writer never fails, the streamer keeps running, and every moment inside the listed
+/// windows still restores exactly.
+#[test]
+fn disk_full_in_the_wal_folder() {
+    let i = Install::with_rows(50);
+    let Some(_mount) = Tmpfs::mount(&wal_dir(&i), "1m") else {
+        assert!(std::env::var_os("CI").is_none(), "CI is set but tmpfs cannot be mounted");
+        eprintln!("skipped: mounting a tmpfs is not permitted here");
+        return;
+    };
+    let holder = hold_wal(&i);
+    let log = i.dir.path().join("writer.log");
+    let mut streamer = Streamer::start(&i);
+    wait_for_window(&i, Duration::from_secs(20));
+    let writer = spawn_writer(&i.paths.db, &log);
+    let mut writer = Some(writer);
+    let start = Instant::now();
+    let secs = std::env::var("ATOCORE_PITR_TEST_SECS")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .map_or(20, |s| (s / 3).max(10));
+    while start.elapsed() < Duration::from_secs(secs) {
+        std::thread::sleep(Duration::from_millis(250));
+        if let Some(st) = writer.as_mut().unwrap().try_wait().unwrap() {
+            panic!("the writer failed ({st}) while the WAL folder was full");
+        }
+        if let Some(st) = streamer.child.try_wait().unwrap() {
+            panic!("the streamer exited ({st}) while the WAL folder was full");
+        }
+    }
+    kill9(writer.take().unwrap());
+    let summary = streamer.stop();
+    drop(holder);
+    let stream_log = std::fs::read_to_string(i.dir.path().join("stream.log")).unwrap();
+    eprintln!("summary: {summary}");
+    assert!(
+        stream_log.contains("could not write a WAL segment")
+            || stream_log.contains("No space left"),
+        "the WAL folder never filled up"
+    );
+    let log = read_log(&log);
+    let live = live_ticks(&i, "live database after the disk filled");
+    eprintln!("rows committed: {} (logged {})", live.k, log.len());
+    assert!(live.k as usize >= log.len() && live.k >= 100, "the writer made little progress");
+
+    let wins = windows(&i);
+    eprintln!("windows: {wins:?}");
+    assert!(!wins.is_empty());
+    let seed = seed();
+    eprintln!("seed {seed} (ATOCORE_PITR_SEED to repeat)");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut ats: Vec<i64> = wins.iter().map(|(_, _, t)| *t).collect();
+    for _ in 0..6 {
+        let (_, f, t) = &wins[rng.random_range(0..wins.len())];
+        ats.push(rng.random_range(*f..=*t));
+    }
+    for at in ats {
+        restore_and_check(&i, at, &log, true);
+    }
 }
