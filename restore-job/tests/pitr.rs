@@ -21,6 +21,8 @@ use crate::util::{self, BIN, Install};
 
 /// `<db>\t<log>[\t<pause_us>]`: set for the re-executed test binary acting as writer.
 const WRITER_ENV: &str = "ATOCORE_PITR_WRITER";
+/// When set, the writer child commits this many rows and exits cleanly.
+const WRITER_ROWS_ENV: &str = "ATOCORE_PITR_WRITER_ROWS";
 
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
@@ -118,10 +120,14 @@ fn writer_process() {
         .open(parts[1])
         .unwrap();
     let pause = Duration::from_micros(parts.get(2).map_or(1000, |p| p.parse().unwrap()));
+    let rows: Option<u64> = std::env::var(WRITER_ROWS_ENV)
+        .ok()
+        .map(|r| r.parse().unwrap());
     let c = open_writer(db);
     let mut n = max_tick(&c) + 1;
     let mut done = 0u64;
-    loop {
+    // With a row count: commit that many, then close the connection cleanly.
+    while rows.is_none_or(|r| done < r) {
         let (t0, t1) = commit_tick(&c, n);
         // One write per line, so a kill -9 leaves at most a partial last line.
         log.write_all(format!("{n} {t0} {t1}\n").as_bytes())
@@ -137,19 +143,30 @@ fn writer_process() {
 }
 
 fn spawn_writer(db: &Path, log: &Path) -> Child {
-    Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "pitr::writer_process", "--ignored", "--nocapture"])
-        .env(WRITER_ENV, format!("{}\t{}", db.display(), log.display()))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
+    writer_command(db, log).spawn().unwrap()
+}
+
+fn writer_command(db: &Path, log: &Path) -> Command {
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args([
+        "--exact",
+        "pitr::writer_process",
+        "--ignored",
+        "--nocapture",
+    ])
+    .env(WRITER_ENV, format!("{}\t{}", db.display(), log.display()))
+    .env_remove(WRITER_ROWS_ENV)
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
+    cmd
 }
 
 /// `n -> t_after` from the writer's log (a torn last line is skipped).
 fn read_log(log: &Path) -> BTreeMap<i64, i64> {
-    let f = std::fs::File::open(log).unwrap();
     let mut out = BTreeMap::new();
+    let Ok(f) = std::fs::File::open(log) else {
+        return out;
+    };
     for line in std::io::BufReader::new(f).lines() {
         let line = line.unwrap();
         let v: Vec<i64> = line.split(' ').filter_map(|x| x.parse().ok()).collect();
@@ -274,7 +291,11 @@ fn wait_for_window(i: &Install, within: Duration) -> Value {
         if r.code == 0 && r.json["windows"].as_array().is_some_and(|w| !w.is_empty()) {
             return r.json["windows"].clone();
         }
-        assert!(Instant::now() < until, "no window after {within:?}: {}", r.stdout);
+        assert!(
+            Instant::now() < until,
+            "no window after {within:?}: {}",
+            r.stdout
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 }
@@ -343,12 +364,18 @@ fn check_ticks(c: &Connection, what: &str) -> Ticks {
         .unwrap();
     assert_eq!(ic, "ok", "{what}: integrity_check");
     let (k, lo, hi, max_t): (i64, Option<i64>, Option<i64>, Option<i64>) = c
-        .query_row("SELECT count(*), min(n), max(n), max(t_ms) FROM ticks", [], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-        })
+        .query_row(
+            "SELECT count(*), min(n), max(n), max(t_ms) FROM ticks",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
         .unwrap();
     if k > 0 {
-        assert_eq!((lo, hi), (Some(1), Some(k)), "{what}: ticks are not 1..={k}");
+        assert_eq!(
+            (lo, hi),
+            (Some(1), Some(k)),
+            "{what}: ticks are not 1..={k}"
+        );
     }
     let (cnt, total): (i64, i64) = c
         .query_row("SELECT cnt, total FROM totals WHERE id = 1", [], |r| {
@@ -379,13 +406,32 @@ fn restore_at(i: &Install, at_ms: i64) -> util::Run {
 
 /// Restore to `at` and check the live database against the writer's log; returns
 /// `(k, restored_to)`.
-fn restore_and_check(i: &Install, at: i64, log: &BTreeMap<i64, i64>, in_window: bool) -> (i64, i64) {
+fn restore_and_check(
+    i: &Install,
+    at: i64,
+    log: &BTreeMap<i64, i64>,
+    in_window: bool,
+) -> (i64, i64) {
     let r = restore_at(i, at);
-    assert_eq!(r.code, 0, "restore --at {}: {}\n{}", rfc3339(at), r.stdout, r.stderr);
+    assert_eq!(
+        r.code,
+        0,
+        "restore --at {}: {}\n{}",
+        rfc3339(at),
+        r.stdout,
+        r.stderr
+    );
     let pit = &r.json["point_in_time"];
     let restored_to = parse_ms(pit["restored_to"].as_str().unwrap());
-    let what = format!("restore --at {} (restored_to {})", rfc3339(at), rfc3339(restored_to));
-    assert!(restored_to <= at, "{what}: restored past the moment asked for");
+    let what = format!(
+        "restore --at {} (restored_to {})",
+        rfc3339(at),
+        rfc3339(restored_to)
+    );
+    assert!(
+        restored_to <= at,
+        "{what}: restored past the moment asked for"
+    );
     let t = live_ticks(i, &what);
     if let Some(tb) = t.max_t_before {
         assert!(tb <= at, "{what}: holds a row begun at {} > T", rfc3339(tb));
@@ -537,7 +583,8 @@ fn snapshot_copy_under_busy_writer() {
     let count = || -> i64 {
         let c = Connection::open(&i.paths.db).unwrap();
         c.busy_timeout(Duration::from_secs(10)).unwrap();
-        c.query_row("SELECT cnt FROM totals", [], |r| r.get(0)).unwrap()
+        c.query_row("SELECT cnt FROM totals", [], |r| r.get(0))
+            .unwrap()
     };
     let mut moved = 0;
     for round in 0..50 {
@@ -616,8 +663,17 @@ fn wal_removed_under_the_streamer() {
         rfc3339(t_del),
         r.json["point_in_time_warnings"]
     );
-    assert!(t.k <= 100, "claims {} rows; only 100 were committed before the WAL was removed", t.k);
-    assert!(restored_to <= t_del, "restored_to {} is after the removal {}", rfc3339(restored_to), rfc3339(t_del));
+    assert!(
+        t.k <= 100,
+        "claims {} rows; only 100 were committed before the WAL was removed",
+        t.k
+    );
+    assert!(
+        restored_to <= t_del,
+        "restored_to {} is after the removal {}",
+        rfc3339(restored_to),
+        rfc3339(t_del)
+    );
     // What was captured before the removal is all there.
     assert_eq!(t.k, 100, "rows captured before the removal are missing");
 }
@@ -652,24 +708,45 @@ fn refusals() {
     let r = i.run(&["restore", "--at", "not-a-time", "--confirm-service-stopped"]);
     assert_eq!((r.code, error_code(&r)), (2, "bad_request"), "{}", r.stdout);
     let r = restore_at(&i, now_ms() - 3_600_000);
-    assert_eq!((r.code, error_code(&r)), (2, "no_point_in_time"), "{}", r.stdout);
+    assert_eq!(
+        (r.code, error_code(&r)),
+        (2, "no_point_in_time"),
+        "{}",
+        r.stdout
+    );
 
     let (log, mid) = captured_rows(&i, 300);
     let wins = windows(&i);
     assert_eq!(wins.len(), 1, "{wins:?}");
     let r = restore_at(&i, wins[0].1 - 60_000);
-    assert_eq!((r.code, error_code(&r)), (2, "no_point_in_time"), "{}", r.stdout);
+    assert_eq!(
+        (r.code, error_code(&r)),
+        (2, "no_point_in_time"),
+        "{}",
+        r.stdout
+    );
 
     let before = util::storage_tree(i.root());
     let r = i.run(&["restore", "--at", &rfc3339(mid), "--no-pre-snapshot"]);
-    assert_eq!((r.code, error_code(&r)), (2, "not_confirmed"), "{}", r.stdout);
-    assert_eq!(util::storage_tree(i.root()), before, "a refused restore changed files");
+    assert_eq!(
+        (r.code, error_code(&r)),
+        (2, "not_confirmed"),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(
+        util::storage_tree(i.root()),
+        before,
+        "a refused restore changed files"
+    );
 
     // A damaged segment that the replay to `mid` needs.
     let segs = segments(&i);
     let (_, path, _) = segs
         .iter()
-        .filter(|(_, _, h)| h["captured_ms"].as_i64().unwrap() <= mid && h["commits"].as_u64().unwrap() > 0)
+        .filter(|(_, _, h)| {
+            h["captured_ms"].as_i64().unwrap() <= mid && h["commits"].as_u64().unwrap() > 0
+        })
         .last()
         .expect("a segment before mid");
     let mut bytes = std::fs::read(path).unwrap();
@@ -679,8 +756,18 @@ fn refusals() {
     let live_dir = i.paths.db.parent().unwrap();
     let live_before = util::tree(live_dir);
     let r = restore_at(&i, mid);
-    assert_eq!((r.code, error_code(&r)), (1, "wal_chain_broken"), "{}\n{}", r.stdout, r.stderr);
-    assert_eq!(util::tree(live_dir), live_before, "the live database changed");
+    assert_eq!(
+        (r.code, error_code(&r)),
+        (1, "wal_chain_broken"),
+        "{}\n{}",
+        r.stdout,
+        r.stderr
+    );
+    assert_eq!(
+        util::tree(live_dir),
+        live_before,
+        "the live database changed"
+    );
     let _ = log;
 }
 
@@ -701,7 +788,8 @@ fn retention_prunes_segments_before_the_newest_base() {
     s.kill9();
     // Uncaptured commits and a WAL restart: the next streamer starts a new generation.
     commit_range(&c, 301, 310, Duration::ZERO, &mut log);
-    c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())).unwrap();
+    c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+        .unwrap();
     commit_range(&c, 311, 320, Duration::ZERO, &mut log);
 
     let s = Streamer::start(&i);
@@ -720,7 +808,10 @@ fn retention_prunes_segments_before_the_newest_base() {
     drop(c);
 
     let pos = &newest_base["wal"]["position"];
-    assert!(pos.is_object(), "the manual snapshot has no WAL position: {newest_base}");
+    assert!(
+        pos.is_object(),
+        "the manual snapshot has no WAL position: {newest_base}"
+    );
     let segs = segments(&i);
     let gens: BTreeSet<String> = segs.iter().map(|(g, _, _)| g.clone()).collect();
     assert_eq!(gens.len(), 2, "{gens:?}");
@@ -733,14 +824,24 @@ fn retention_prunes_segments_before_the_newest_base() {
         .iter()
         .position(|(_, _, h)| salts(&h["end"]) == salts(pos))
         .expect("the base's epoch among the segments");
-    assert!(keep_from > 0, "the newest base is in the generation's first epoch; nothing to prune");
-    let expected_kept: BTreeSet<PathBuf> = in_newest[keep_from..].iter().map(|(_, p, _)| p.clone()).collect();
+    assert!(
+        keep_from > 0,
+        "the newest base is in the generation's first epoch; nothing to prune"
+    );
+    let expected_kept: BTreeSet<PathBuf> = in_newest[keep_from..]
+        .iter()
+        .map(|(_, p, _)| p.clone())
+        .collect();
 
     let r = i.run(&["prune", "--pitr-days", "0"]);
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
     let after = segments(&i);
     let kept: BTreeSet<PathBuf> = after.iter().map(|(_, p, _)| p.clone()).collect();
-    assert_eq!(kept, expected_kept, "prune removed or kept the wrong segments: {}", r.stdout);
+    assert_eq!(
+        kept, expected_kept,
+        "prune removed or kept the wrong segments: {}",
+        r.stdout
+    );
     assert!(wal_dir(&i).join(&newest_gen).is_dir());
 
     let wins = windows(&i);
@@ -783,7 +884,10 @@ impl Drop for Tmpfs {
 fn disk_full_in_the_wal_folder() {
     let i = Install::with_rows(50);
     let Some(_mount) = Tmpfs::mount(&wal_dir(&i), "1m") else {
-        assert!(std::env::var_os("CI").is_none(), "CI is set but tmpfs cannot be mounted");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI is set but tmpfs cannot be mounted"
+        );
         eprintln!("skipped: mounting a tmpfs is not permitted here");
         return;
     };
@@ -820,7 +924,10 @@ fn disk_full_in_the_wal_folder() {
     let log = read_log(&log);
     let live = live_ticks(&i, "live database after the disk filled");
     eprintln!("rows committed: {} (logged {})", live.k, log.len());
-    assert!(live.k as usize >= log.len() && live.k >= 100, "the writer made little progress");
+    assert!(
+        live.k as usize >= log.len() && live.k >= 100,
+        "the writer made little progress"
+    );
 
     let wins = windows(&i);
     eprintln!("windows: {wins:?}");
@@ -836,4 +943,98 @@ fn disk_full_in_the_wal_folder() {
     for at in ats {
         restore_and_check(&i, at, &log, true);
     }
+}
+
+// ---------------------------------------------------------------- 7. the app closes cleanly
+
+/// The ticks writer in Python, atocore's own stack (its `sqlite3` module and the
+/// system SQLite): `python3 -c PY_WRITER DB LOG ROWS` commits ROWS rows, then closes
+/// its connection cleanly.
+const PY_WRITER: &str = r#"
+import sqlite3, sys, time
+db, log, rows = sys.argv[1], sys.argv[2], int(sys.argv[3])
+c = sqlite3.connect(db, timeout=10, isolation_level=None)
+n = c.execute("SELECT coalesce(max(n), 0) FROM ticks").fetchone()[0] + 1
+with open(log, "a") as f:
+    for _ in range(rows):
+        t0 = int(time.time() * 1000)
+        c.execute("BEGIN IMMEDIATE")
+        c.execute("INSERT INTO ticks (n, t_ms, pad) VALUES (?, ?, randomblob(96))", (n, t0))
+        c.execute("UPDATE totals SET cnt = cnt + 1, total = total + ? WHERE id = 1", (n,))
+        c.execute("COMMIT")
+        f.write(f"{n} {t0} {int(time.time() * 1000)}\n")
+        f.flush()
+        n += 1
+        time.sleep(0.001)
+c.close()
+"#;
+
+fn python_sqlite() -> bool {
+    Command::new("python3")
+        .args(["-c", "import sqlite3"])
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// atocore closing its connection cleanly (a restart) while the streamer runs must not
+/// end the generation: the streamer's connections are open, so SQLite must not take
+/// the closing connection for the last one, checkpoint past the streamer's pin and
+/// delete the WAL. (The streamer takes its base snapshot in-process; a copy of the
+/// database file through a descriptor of its own dropped the streamer's SQLite locks.)
+#[test]
+fn a_clean_writer_close_keeps_the_generation() {
+    if !python_sqlite() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI is set but python3 with sqlite3 is missing"
+        );
+        eprintln!("skipped: python3 with sqlite3 is not available");
+        return;
+    }
+    let i = Install::with_rows(50);
+    drop(open_writer(&i.paths.db));
+    let log = i.dir.path().join("writer.log");
+    let run_rows = |rows: u64| -> Child {
+        Command::new("python3")
+            .args(["-c", PY_WRITER])
+            .arg(&i.paths.db)
+            .arg(&log)
+            .arg(rows.to_string())
+            .spawn()
+            .unwrap()
+    };
+    // The first writer runs while the streamer starts and takes its base, then closes.
+    let mut a = run_rows(2000);
+    let until = Instant::now() + Duration::from_secs(10);
+    while read_log(&log).len() < 20 {
+        assert!(Instant::now() < until, "the writer does not commit");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let streamer = Streamer::start(&i);
+    wait_for_window(&i, Duration::from_secs(20));
+    assert!(
+        a.try_wait().unwrap().is_none(),
+        "the first writer finished before the base was taken; give it more rows"
+    );
+    assert!(a.wait().unwrap().success());
+    std::thread::sleep(Duration::from_millis(500));
+    let mut b = run_rows(100);
+    assert!(b.wait().unwrap().success());
+    std::thread::sleep(Duration::from_millis(600));
+    let summary = streamer.stop();
+    let stream_log = std::fs::read_to_string(i.dir.path().join("stream.log")).unwrap();
+    eprintln!("summary: {summary}");
+    assert!(
+        !stream_log.contains("wal_removed"),
+        "a clean close of the writer removed the WAL under the streamer"
+    );
+    assert_eq!(
+        summary["generations_started"].as_array().unwrap().len(),
+        1,
+        "the generation ended when the writer closed: {summary}"
+    );
+    let log = read_log(&log);
+    assert_eq!(log.len(), 2100);
+    let (k, _) = restore_and_check(&i, now_ms(), &log, false);
+    assert_eq!(k, 2100, "not every row was captured");
 }
