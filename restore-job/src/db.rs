@@ -97,7 +97,7 @@ pub fn copy_at_pin(
     if !keep_going() {
         return Err(Error::Cancelled("the backup"));
     }
-    std::fs::copy(src, dst).map_err(Error::io("copy", src))?;
+    copy_through_sqlite(&source, src, dst)?;
     source
         .execute_batch("COMMIT;")
         .map_err(Error::sqlite("end the read snapshot on", src))?;
@@ -117,6 +117,131 @@ pub fn copy_at_pin(
             pinned_ms: pinned.timestamp_millis(),
         }),
     })
+}
+
+/// Copy the database file `src` into a new `dst` through the descriptor SQLite holds
+/// for `c`'s main database, falling back to an ordinary copy (with a warning) when that
+/// descriptor cannot be had.
+///
+/// Why not `std::fs::copy`: POSIX record locks belong to the process, and closing *any*
+/// descriptor of a file drops every lock the process holds on it. SQLite's connections
+/// in this process (the streamer's) keep a SHARED lock on the database file, which is
+/// how another process's closing connection learns it is not the last one; once that
+/// lock is gone, atocore closing its connection takes an EXCLUSIVE lock, checkpoints
+/// every frame whatever the readers' marks, and deletes the WAL under the streamer's
+/// pin (the generation ends `wal_removed` at every clean atocore restart).
+fn copy_through_sqlite(c: &Connection, src: &Path, dst: &Path) -> Result<()> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let m = std::fs::metadata(src).map_err(Error::io("stat", src))?;
+    let Some(fd) = sqlite_fd(c).filter(|fd| {
+        // SAFETY: fstat on a descriptor into a zeroed stat buffer.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        let ok = unsafe { libc::fstat(*fd, &mut st) } == 0;
+        ok && st.st_dev == m.dev() && st.st_ino == m.ino()
+    }) else {
+        tracing::warn!(db = %src.display(), "cannot copy through SQLite's own descriptor; copying through a new one (this drops this process's SQLite locks on the file)");
+        std::fs::copy(src, dst).map_err(Error::io("copy", src))?;
+        return Ok(());
+    };
+    let out = File::create(dst).map_err(Error::io("create", dst))?;
+    let mut off: libc::loff_t = 0;
+    let mut kernel = true;
+    loop {
+        let n = if kernel {
+            // SAFETY: valid descriptors; `off` is a valid offset pointer (the source's own
+            // file position, which SQLite does not use, is left alone).
+            let n = unsafe {
+                libc::copy_file_range(
+                    fd,
+                    &mut off,
+                    out.as_raw_fd(),
+                    std::ptr::null_mut(),
+                    1 << 30,
+                    0,
+                )
+            };
+            if n < 0 {
+                let e = std::io::Error::last_os_error();
+                match e.raw_os_error() {
+                    Some(libc::EXDEV | libc::ENOSYS | libc::EOPNOTSUPP | libc::EINVAL) => {
+                        kernel = false;
+                        continue;
+                    }
+                    Some(libc::EINTR) => continue,
+                    _ => return Err(Error::io("copy", src)(e)),
+                }
+            }
+            n
+        } else {
+            let mut buf = vec![0u8; 1 << 20];
+            // SAFETY: pread into a buffer of the length given.
+            let n = unsafe { libc::pread(fd, buf.as_mut_ptr().cast(), buf.len(), off) };
+            if n < 0 {
+                let e = std::io::Error::last_os_error();
+                if e.kind() == std::io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(Error::io("read", src)(e));
+            }
+            std::io::Write::write_all(&mut &out, &buf[..n as usize])
+                .map_err(Error::io("write", dst))?;
+            off += n as libc::loff_t;
+            n
+        };
+        if n == 0 {
+            break;
+        }
+    }
+    out.set_permissions(std::fs::Permissions::from_mode(m.mode() & 0o7777))
+        .map_err(Error::io("set the mode of", dst))?;
+    Ok(())
+}
+
+/// The descriptor SQLite's unix VFS holds for `c`'s main database file. The unix VFS's
+/// file object starts `{ pMethod, pVfs, pInode, h }` (os_unix.c, unchanged since 3.7);
+/// the VFS pointer stored there must be the one SQLite reports, and the caller checks
+/// the descriptor against the file's device and inode.
+fn sqlite_fd(c: &Connection) -> Option<i32> {
+    use rusqlite::ffi;
+    use std::ffi::{CStr, c_int, c_void};
+    #[repr(C)]
+    struct UnixFileHead {
+        p_method: *const c_void,
+        p_vfs: *const ffi::sqlite3_vfs,
+        p_inode: *const c_void,
+        h: c_int,
+    }
+    let mut file: *mut ffi::sqlite3_file = std::ptr::null_mut();
+    let mut vfs: *mut ffi::sqlite3_vfs = std::ptr::null_mut();
+    // SAFETY: the handle is valid while `c` lives; both file controls write one pointer.
+    unsafe {
+        let db = c.handle();
+        if ffi::sqlite3_file_control(
+            db,
+            c"main".as_ptr(),
+            ffi::SQLITE_FCNTL_FILE_POINTER,
+            (&raw mut file).cast(),
+        ) != ffi::SQLITE_OK
+            || ffi::sqlite3_file_control(
+                db,
+                c"main".as_ptr(),
+                ffi::SQLITE_FCNTL_VFS_POINTER,
+                (&raw mut vfs).cast(),
+            ) != ffi::SQLITE_OK
+            || file.is_null()
+            || vfs.is_null()
+            || (*file).pMethods.is_null()
+            || (*vfs).zName.is_null()
+            || !CStr::from_ptr((*vfs).zName).to_bytes().starts_with(b"unix")
+        {
+            return None;
+        }
+        let head = file as *const UnixFileHead;
+        if (*head).p_vfs != vfs.cast_const() || (*head).h < 0 {
+            return None;
+        }
+        Some((*head).h)
+    }
 }
 
 /// Copy the committed frames of the live WAL beside `dst` as its `-wal`: the position
