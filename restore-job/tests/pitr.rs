@@ -142,8 +142,8 @@ fn writer_process() {
     }
 }
 
-fn spawn_writer(db: &Path, log: &Path) -> Child {
-    writer_command(db, log).spawn().unwrap()
+fn spawn_writer(db: &Path, log: &Path) -> WriterChild {
+    WriterChild(writer_command(db, log).spawn().unwrap())
 }
 
 fn writer_command(db: &Path, log: &Path) -> Command {
@@ -232,9 +232,18 @@ fn hold_wal(i: &Install) -> Connection {
     c
 }
 
-/// The real `stream` command running in the background.
+/// The real `stream` command running in the background (killed if a test panics).
 struct Streamer {
     child: Child,
+}
+
+impl Drop for Streamer {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
 }
 
 impl Streamer {
@@ -264,23 +273,45 @@ impl Streamer {
     }
 
     /// SIGTERM, then its JSON summary.
-    fn stop(self) -> Value {
+    fn stop(mut self) -> Value {
+        use std::io::Read;
         // SAFETY: kill with a pid we spawned and have not reaped.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let out = self.child.wait_with_output().unwrap();
-        assert!(out.status.success(), "stream exited with {}", out.status);
-        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        let mut stdout = Vec::new();
+        self.child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_end(&mut stdout)
+            .unwrap();
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "stream exited with {status}");
+        serde_json::from_slice(&stdout).unwrap_or_else(|e| {
             panic!(
                 "stream summary is not JSON ({e}): {}",
-                String::from_utf8_lossy(&out.stdout)
+                String::from_utf8_lossy(&stdout)
             )
         })
     }
 }
 
-fn kill9(mut c: Child) {
-    c.kill().unwrap();
-    c.wait().unwrap();
+/// A writer child process, killed if a test panics.
+struct WriterChild(Child);
+
+impl WriterChild {
+    fn kill9(mut self) {
+        self.0.kill().unwrap();
+        self.0.wait().unwrap();
+    }
+}
+
+impl Drop for WriterChild {
+    fn drop(&mut self) {
+        if self.0.try_wait().ok().flatten().is_none() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
 }
 
 /// Wait until `list` shows a recoverable window (the streamer's base snapshot is in).
@@ -504,19 +535,19 @@ fn minute_of_writes_random_moments() {
     streamer = Streamer::start(&i);
 
     sleep_until(start, total / 2);
-    kill9(writer);
+    writer.kill9();
     std::thread::sleep(Duration::from_millis(500));
     writer = spawn_writer(&i.paths.db, &log);
 
     sleep_until(start, total * 3 / 4);
-    kill9(writer);
+    writer.kill9();
     streamer.kill9();
     std::thread::sleep(Duration::from_millis(500));
     streamer = Streamer::start(&i);
     writer = spawn_writer(&i.paths.db, &log);
 
     sleep_until(start, total);
-    kill9(writer);
+    writer.kill9();
     std::thread::sleep(Duration::from_millis(500));
     let summary = streamer.stop();
     eprintln!("last streamer: {summary}");
@@ -935,14 +966,14 @@ fn disk_full_in_the_wal_folder() {
         .map_or(20, |s| (s / 3).max(10));
     while start.elapsed() < Duration::from_secs(secs) {
         std::thread::sleep(Duration::from_millis(250));
-        if let Some(st) = writer.as_mut().unwrap().try_wait().unwrap() {
+        if let Some(st) = writer.as_mut().unwrap().0.try_wait().unwrap() {
             panic!("the writer failed ({st}) while the WAL folder was full");
         }
         if let Some(st) = streamer.child.try_wait().unwrap() {
             panic!("the streamer exited ({st}) while the WAL folder was full");
         }
     }
-    kill9(writer.take().unwrap());
+    writer.take().unwrap().kill9();
     let summary = streamer.stop();
     drop(holder);
     let stream_log = std::fs::read_to_string(i.dir.path().join("stream.log")).unwrap();
