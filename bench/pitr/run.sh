@@ -3,6 +3,7 @@
 #
 #   1. writer throughput (small rows, one transaction each, SECS seconds) with the WAL
 #      streamer off, then on;
+#      the same with a paced writer (1 ms pause after each commit, ~1k commits/s);
 #   2. capture lag: time from a commit returning to the segment holding it being
 #      written (segment header `captured_ms` minus the writer's own commit time,
 #      commits matched to segments in order through the headers' `commits` counts);
@@ -67,6 +68,9 @@ copy2_ms=$(job backup | jq .copy_ms)
 echo "== 1. writer throughput, streaming off (${secs}s)" >&2
 read -r off_n off_s off_rate < <(python3 "$here/writer.py" "$db" "$work/off.times" "$secs" | tail -n 1)
 
+echo "== 1. paced writer (1 ms pause per commit), streaming off (${secs}s)" >&2
+read -r poff_n poff_s poff_rate < <(WRITER_PAUSE_S=0.001 python3 "$here/writer.py" "$db" "$work/poff.times" "$secs" | tail -n 1)
+
 echo "== 1+2. writer throughput, streaming on (${secs}s), capture lag" >&2
 python3 "$here/writer.py" "$db" "$work/on.times" "$secs" "$work/go" > "$work/on.out" &
 writer_pid=$!
@@ -80,6 +84,12 @@ wait "$writer_pid"; writer_pid=""
 read -r on_n on_s on_rate < <(tail -n 1 "$work/on.out")
 sleep 2
 read -r lag_n lag_p50 lag_p99 lag_max < <(python3 "$here/lag.py" "$wal" "$skip" "$work/on.times")
+
+echo "== 1+2. paced writer, streaming on (${secs}s), capture lag" >&2
+pskip=$(( $(python3 "$here/captured.py" "$wal") + 1 )) # + the writer's primer commit
+read -r pon_n pon_s pon_rate < <(WRITER_PAUSE_S=0.001 python3 "$here/writer.py" "$db" "$work/pon.times" "$secs" | tail -n 1)
+sleep 2
+read -r plag_n plag_p50 plag_p99 plag_max < <(python3 "$here/lag.py" "$wal" "$pskip" "$work/pon.times")
 
 echo "== 3. a day of WAL: ${day} commits captured" >&2
 read -r day_n day_s day_rate < <(python3 "$here/writer.py" "$db" "$work/day.times" "-$day" | tail -n 1)
@@ -118,6 +128,9 @@ PITR benchmark ($(nproc) cores, $(uname -r); database ${bytes} bytes; streamer -
 | writer, streaming on                        | ${on_rate} commits/s (${on_n} in ${on_s} s) |
 | on / off                                    | $(ratio "$on_rate" "$off_rate")x (goal >= 0.9x) |
 | capture lag p50 / p99 / max                 | ${lag_p50} / ${lag_p99} / ${lag_max} ms (${lag_n} commits matched) |
+| paced writer (1 ms pause), streaming off    | ${poff_rate} commits/s (${poff_n} in ${poff_s} s) |
+| paced writer (1 ms pause), streaming on     | ${pon_rate} commits/s (${pon_n} in ${pon_s} s); on/off $(ratio "$pon_rate" "$poff_rate")x |
+| paced writer capture lag p50 / p99 / max    | ${plag_p50} / ${plag_p99} / ${plag_max} ms (${plag_n} commits matched) |
 | day of WAL captured                         | ${day_n} commits at ${day_rate}/s + the above; ${segments} segments, ${wal_bytes} bytes on disk; streamer errors ${stream_errors} |
 | restore --at (build point-in-time + restore)| ${pitr_ms} ms (${replayed} segments, ${frames} frames replayed; rows ${rows_pitr} of ${rows_expected} live at the end) |
 | plain snapshot restore                      | ${plain_ms} ms |

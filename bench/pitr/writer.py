@@ -14,6 +14,9 @@ db, out, amount = sys.argv[1], sys.argv[2], float(sys.argv[3])
 go = sys.argv[4] if len(sys.argv) > 4 else None
 c = sqlite3.connect(db, timeout=60, isolation_level=None)
 c.execute("PRAGMA synchronous=NORMAL")
+if os.environ.get("WAL_AUTOCHECKPOINT"):
+    c.execute(f"PRAGMA wal_autocheckpoint={int(os.environ['WAL_AUTOCHECKPOINT'])}")
+pause = float(os.environ.get("WRITER_PAUSE_S", "0"))
 c.execute("INSERT INTO interactions (prompt, response, client, created_at) VALUES ('primer', '', 'bench', datetime('now'))")
 print("ready", flush=True)
 while go and not os.path.exists(go):
@@ -26,6 +29,8 @@ if amount > 0:
     while time.time() < end:
         c.execute(sql, (f"p{len(done)}",))
         done.append(time.time())
+        if pause:
+            time.sleep(pause)
 else:
     for i in range(int(-amount)):
         c.execute(sql, (f"p{i}",))
