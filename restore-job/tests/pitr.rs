@@ -135,7 +135,7 @@ fn writer_process() {
         log.flush().unwrap();
         n += 1;
         done += 1;
-        if done % 25 == 0 {
+        if done.is_multiple_of(25) {
             app_checkpoint(&c, done / 25);
         }
         std::thread::sleep(pause);
@@ -197,7 +197,7 @@ impl WriterThread {
                 commit_tick(&c, n);
                 n += 1;
                 done += 1;
-                if done % 25 == 0 {
+                if done.is_multiple_of(25) {
                     app_checkpoint(&c, done / 25);
                 }
             }
@@ -806,10 +806,10 @@ fn refusals() {
     let segs = segments(&i);
     let (_, path, _) = segs
         .iter()
-        .filter(|(_, _, h)| {
+        .rev()
+        .find(|(_, _, h)| {
             h["captured_ms"].as_i64().unwrap() <= mid && h["commits"].as_u64().unwrap() > 0
         })
-        .last()
         .expect("a segment before mid");
     let mut bytes = std::fs::read(path).unwrap();
     let last = bytes.len() - 1;
