@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use rusqlite::backup::{Backup, StepResult};
@@ -108,7 +109,7 @@ pub fn copy_at_pin(
     if !keep_going() {
         return Err(Error::Cancelled("the backup"));
     }
-    std::fs::copy(src, dst).map_err(Error::io("copy", src))?;
+    copy_without_closing(src, dst)?;
     source
         .execute_batch("COMMIT;")
         .map_err(Error::sqlite("end the read snapshot on", src))?;
@@ -128,6 +129,116 @@ pub fn copy_at_pin(
             pinned_ms: pinned.timestamp_millis(),
         }),
     })
+}
+
+/// Copy the live database file `src` into a new `dst` without ever closing a
+/// descriptor of `src`.
+///
+/// Why not `std::fs::copy`: POSIX record locks belong to the process, and closing *any*
+/// descriptor of a file drops every lock the process holds on it. SQLite's connections
+/// in this process (the streamer's) keep a SHARED lock on the database file, which is
+/// how another process's closing connection learns it is not the last one; once that
+/// lock is gone, atocore closing its connection takes an EXCLUSIVE lock, checkpoints
+/// every frame whatever the readers' marks, and deletes the WAL under the streamer's
+/// pin (the generation ends `wal_removed` at every clean atocore restart). So the copy
+/// reads through a descriptor opened once per database file and kept for the life of
+/// the process ([`held_open`]), at explicit offsets (`copy_file_range`, or `pread`
+/// where the kernel cannot copy across the two files).
+fn copy_without_closing(src: &Path, dst: &Path) -> Result<()> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let m = std::fs::metadata(src).map_err(Error::io("stat", src))?;
+    let held = held_open(src)?;
+    let fd = held.as_raw_fd();
+    let out = File::create(dst).map_err(Error::io("create", dst))?;
+    let mut off: libc::loff_t = 0;
+    let mut kernel = true;
+    loop {
+        let n = if kernel {
+            // SAFETY: valid descriptors; `off` is a valid offset pointer (the shared
+            // descriptor's own file position is neither used nor moved).
+            let n = unsafe {
+                libc::copy_file_range(
+                    fd,
+                    &mut off,
+                    out.as_raw_fd(),
+                    std::ptr::null_mut(),
+                    1 << 30,
+                    0,
+                )
+            };
+            if n < 0 {
+                let e = std::io::Error::last_os_error();
+                match e.raw_os_error() {
+                    Some(libc::EXDEV | libc::ENOSYS | libc::EOPNOTSUPP | libc::EINVAL) => {
+                        kernel = false;
+                        continue;
+                    }
+                    Some(libc::EINTR) => continue,
+                    _ => return Err(Error::io("copy", src)(e)),
+                }
+            }
+            n
+        } else {
+            let mut buf = vec![0u8; 1 << 20];
+            // SAFETY: pread into a buffer of the length given.
+            let n = unsafe { libc::pread(fd, buf.as_mut_ptr().cast(), buf.len(), off) };
+            if n < 0 {
+                let e = std::io::Error::last_os_error();
+                if e.kind() == std::io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(Error::io("read", src)(e));
+            }
+            std::io::Write::write_all(&mut &out, &buf[..n as usize])
+                .map_err(Error::io("write", dst))?;
+            off += n as libc::loff_t;
+            n
+        };
+        if n == 0 {
+            break;
+        }
+    }
+    out.set_permissions(std::fs::Permissions::from_mode(m.mode() & 0o7777))
+        .map_err(Error::io("set the mode of", dst))?;
+    Ok(())
+}
+
+/// A read-only descriptor of the file at `path`, opened the first time this process
+/// asks for that file and not closed while it is the file at `path` (see
+/// [`copy_without_closing`]). Once `path` names another file (a restore replaced the
+/// database), the old descriptor is closed: the locks it would drop belong to a file
+/// nobody uses any more, and its disk space is freed.
+fn held_open(path: &Path) -> Result<Arc<File>> {
+    use std::os::unix::fs::MetadataExt;
+    static OPEN: OnceLock<Mutex<Vec<Held>>> = OnceLock::new();
+    let mut held = OPEN
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    let m = std::fs::metadata(path).map_err(Error::io("stat", path))?;
+    let id = (m.dev(), m.ino());
+    held.retain(|h| h.path != path || h.id == id);
+    if let Some(h) = held.iter().find(|h| h.path == path) {
+        return Ok(Arc::clone(&h.file));
+    }
+    let f = File::open(path).map_err(Error::io("open", path))?;
+    let fm = f.metadata().map_err(Error::io("stat", path))?;
+    let file = Arc::new(f);
+    // Kept even when the file was replaced in between: closing it now could drop the
+    // locks of a connection to it. The next call closes it if it is not current.
+    held.push(Held {
+        path: path.to_path_buf(),
+        id: (fm.dev(), fm.ino()),
+        file: Arc::clone(&file),
+    });
+    Ok(file)
+}
+
+/// One descriptor kept by [`held_open`].
+struct Held {
+    path: PathBuf,
+    id: (u64, u64),
+    file: Arc<File>,
 }
 
 /// Copy the committed frames of the live WAL beside `dst` as its `-wal`: the position

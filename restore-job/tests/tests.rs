@@ -10,6 +10,7 @@ mod messages;
 mod mounts;
 mod offsite;
 mod offsite_pitr;
+mod pitr;
 mod prune;
 mod restore;
 mod safety;
