@@ -7,10 +7,12 @@
 //!   and a reader that began on a fully checkpointed WAL blocks every checkpoint from
 //!   writing into the database; either way, while the pin is held, the frames not yet
 //!   copied cannot disappear.
-//! - The pin is released only inside [`Live::sync`], which holds the write lock
+//! - The pin is released only while the streamer holds the write lock
 //!   (`BEGIN IMMEDIATE`): no writer can add frames, the streamer copies the WAL to its
-//!   end, runs a PASSIVE checkpoint (so the WAL can be restarted and stays small) and
-//!   pins again before letting writers go.
+//!   end and pins again. A sync ([`Live::sync`]) does that twice: first it only moves
+//!   the pin to the end, then checkpoints up to it while writers run, then, under the
+//!   lock again, copies and checkpoints the few frames added meanwhile and pins afresh,
+//!   so the WAL can restart and stays small while writers wait only for milliseconds.
 //! - Hence a restart (new salts) is legitimate only if nothing was copied since the last
 //!   sync: every frame of the old epoch was copied there. Any other change of the WAL
 //!   (new salts later, a WAL truncated under copied frames, another database file)
@@ -353,15 +355,22 @@ impl Live {
 
     /// Inside the write lock: drop the pin, checkpoint what can be, pin again.
     fn checkpoint_and_pin(&mut self, report: &mut StepReport) -> Result<()> {
+        self.repin(report, true)
+    }
+
+    /// Inside the write lock: drop the pin, checkpoint when asked, pin again.
+    fn repin(&mut self, report: &mut StepReport, checkpoint: bool) -> Result<()> {
         let db = self.read.path().map(PathBuf::from).unwrap_or_default();
         if !self.read.is_autocommit() {
             self.read
                 .execute_batch("COMMIT")
                 .map_err(Error::sqlite("release the read transaction on", &db))?;
         }
-        self.read
-            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
-            .map_err(Error::sqlite("checkpoint", &db))?;
+        if checkpoint {
+            self.read
+                .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+                .map_err(Error::sqlite("checkpoint", &db))?;
+        }
         pin(&self.read, &db)?;
         self.sync_frame = Some(self.pos.map_or(0, |p| p.frame));
         report.synced = true;
@@ -427,6 +436,33 @@ impl Live {
 
     /// Copy to the end under the write lock, checkpoint, re-pin (see the module doc).
     fn sync(&mut self, opts: &StreamOptions, report: &mut StepReport) -> Result<(), Gap> {
+        // A: under the write lock, copy to the end and move the pin there (no I/O to
+        // speak of while writers wait).
+        if !self.under_write_lock(opts, report, false)? {
+            return Ok(());
+        }
+        // B: while writers run, checkpoint everything up to the pin: every frame there
+        // is copied, and the pin keeps the WAL from restarting.
+        let db = self.read.path().map(PathBuf::from).unwrap_or_default();
+        self.gate
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+            .map_err(|e| Gap::from(Error::sqlite("checkpoint", &db)(e)))?;
+        // C: under the write lock again, copy the few frames added during B, checkpoint
+        // them and pin afresh; when nothing is left unchecked, the next writer may
+        // restart the WAL (and every frame of it has been copied).
+        self.under_write_lock(opts, report, true)?;
+        Ok(())
+    }
+
+    /// Take the write lock (or give up after `lock_wait`: `false`), copy to the end,
+    /// release and re-take the pin (checkpointing in between with `checkpoint`), and
+    /// let writers go. Nothing is checkpointed unless every committed frame was copied.
+    fn under_write_lock(
+        &mut self,
+        opts: &StreamOptions,
+        report: &mut StepReport,
+        checkpoint: bool,
+    ) -> Result<bool, Gap> {
         let db = self.read.path().map(PathBuf::from).unwrap_or_default();
         self.gate
             .busy_timeout(opts.lock_wait)
@@ -437,23 +473,23 @@ impl Live {
                 if e.code == rusqlite::ErrorCode::DatabaseBusy =>
             {
                 tracing::debug!("WAL sync postponed: atocore holds the write lock");
-                return Ok(());
+                return Ok(false);
             }
             Err(e) => return Err(Error::sqlite("take the write lock on", &db)(e).into()),
         }
-        // Checkpoint only when every committed frame is copied: the checkpoint may let
-        // the WAL restart.
         let result = self.poll(opts, report).and_then(|polled| {
             if polled.complete {
-                self.checkpoint_and_pin(report)?;
-                self.synced_since_begin = true;
+                self.repin(report, checkpoint)?;
+                if checkpoint {
+                    self.synced_since_begin = true;
+                }
             }
-            Ok(())
+            Ok(polled.complete)
         });
         let released = self.gate.execute_batch("ROLLBACK");
-        result?;
+        let done = result?;
         released.map_err(|e| Gap::from(Error::sqlite("release the write lock on", &db)(e)))?;
-        Ok(())
+        Ok(done)
     }
 }
 
