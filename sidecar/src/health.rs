@@ -201,6 +201,11 @@ fn build(
             )),
             _ => {}
         }
+        if let Some(w) = st.waiting_for_base().filter(|w| *w > 600.0) {
+            reasons.push(format!(
+                "the WAL generation has waited {w:.0} s for its base snapshot, so no restore to a moment reaches it; see the sidecar's log (a full disk, a busy backups lock)"
+            ));
+        }
         if let Some(e) = st.offsite.as_ref().and_then(|o| o.last_error.as_ref()) {
             reasons.push(format!(
                 "the off-site copy of the captured WAL failed: {e}; it is retried every ATOCORE_OFFSITE_WAL_INTERVAL"

@@ -37,6 +37,16 @@ pub struct WalStatus {
     pub offsite: Option<OffsiteWalStatus>,
     #[serde(skip)]
     caught_up_ms: Option<i64>,
+    #[serde(skip)]
+    needs_base_since_ms: Option<i64>,
+}
+
+impl WalStatus {
+    /// Seconds the current generation has been waiting for its base snapshot.
+    pub fn waiting_for_base(&self) -> Option<f64> {
+        self.needs_base_since_ms
+            .map(|t| ((Utc::now().timestamp_millis() - t).max(0)) as f64 / 1000.0)
+    }
 }
 
 /// The off-site side of the stream.
@@ -272,7 +282,15 @@ impl WalStream {
             if streamer.needs_base() && Instant::now() >= next_base_try {
                 next_base_try = self.take_base(paths, &mut streamer);
             }
-            self.update(|s| s.needs_base = streamer.needs_base());
+            self.update(|s| {
+                let needs = streamer.needs_base();
+                if needs && !s.needs_base {
+                    s.needs_base_since_ms = Some(Utc::now().timestamp_millis());
+                } else if !needs {
+                    s.needs_base_since_ms = None;
+                }
+                s.needs_base = needs;
+            });
             let c = self.control.lock().unwrap_or_else(|p| p.into_inner());
             if !c.stop && !c.pause {
                 let _ = self.changed.wait_timeout(c, settings.poll);
