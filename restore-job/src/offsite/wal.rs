@@ -148,17 +148,27 @@ pub fn fetch(
         .collect();
     keys.sort();
     let mut seen = std::collections::BTreeSet::new();
+    // On an encrypted repository every WAL object must be age ciphertext: a plain one
+    // there was not written by a push and is refused.
+    let encrypted = super::read_config(target)?.is_some_and(|c| c.encrypted);
     for (g, _, key) in keys {
         let sealed = target.get(&key)?;
-        let plain = match identity {
-            Some(id) => id.open(&key, &sealed)?,
-            None if super::crypto::parses_as_age(&sealed).is_ok() => {
+        let is_age = super::crypto::parses_as_age(&sealed).is_ok();
+        let plain = match (is_age, identity) {
+            (true, Some(id)) => id.open(&key, &sealed)?,
+            (true, None) => {
                 return Err(Error::OffsiteNotConfigured(
                     "the off-site WAL is encrypted: pass --identity FILE (the age private key)"
                         .into(),
                 ));
             }
-            None => sealed,
+            (false, _) if encrypted => {
+                return Err(Error::OffsiteObjectDamaged {
+                    object: key,
+                    why: "not age ciphertext on an encrypted repository".into(),
+                });
+            }
+            (false, _) => sealed,
         };
         let damaged = |why: &str| Error::OffsiteObjectDamaged {
             object: key.clone(),
