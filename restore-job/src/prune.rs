@@ -44,7 +44,8 @@ pub struct PruneReport {
     /// `.STAMP.deleting` of an interrupted prune or delete.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub partials_removed: Vec<String>,
-    /// Captured WAL segments and generations removed (point-in-time retention).
+    /// Captured WAL segments and generations removed (point-in-time retention); with
+    /// `dry_run`, those that would be.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub wal_removed: Vec<String>,
 }
@@ -119,7 +120,6 @@ pub fn prune(
     }
     let plan = retention::plan(&candidates, policy, now);
     let mut partials_removed = Vec::new();
-    let mut wal_removed = Vec::new();
     if !dry_run {
         partials_removed = snapshot::remove_stale_partials(paths)?;
         for s in &plan.deleted {
@@ -129,11 +129,18 @@ pub fn prune(
         if !plan.deleted.is_empty() {
             durable::sync_path(&paths.snapshots_dir())?;
         }
-        wal_removed = crate::wal::pitr::prune(paths, u64::from(policy.pitr_days), now)?
-            .into_iter()
-            .map(|p| p.display().to_string())
-            .collect();
     }
+    // With --dry-run: what would be removed.
+    let wal_removed: Vec<String> = crate::wal::pitr::prune(
+        paths,
+        u64::from(policy.pitr_days),
+        now,
+        dry_run,
+        &plan.deleted,
+    )?
+    .into_iter()
+    .map(|p| p.display().to_string())
+    .collect();
     for i in &invalid {
         tracing::warn!(stamp = %i.stamp, errors = ?i.errors, "invalid snapshot kept: prune never deletes one; inspect it, then remove it with `atocore-restore-job delete {}`", i.stamp);
     }

@@ -895,8 +895,27 @@ fn retention_prunes_segments_before_the_newest_base() {
         .map(|(_, p, _)| p.clone())
         .collect();
 
+    // A dry run lists what would go and removes nothing.
+    let before_dry: BTreeSet<PathBuf> = segments(&i).iter().map(|(_, p, _)| p.clone()).collect();
+    let dry = i.run(&["prune", "--pitr-days", "0", "--dry-run"]);
+    assert_eq!(dry.code, 0, "{}\n{}", dry.stdout, dry.stderr);
+    let would = dry.json["wal_removed"].as_array().map_or(0, |a| a.len());
+    assert!(
+        would > 0,
+        "the dry run lists no WAL to remove: {}",
+        dry.stdout
+    );
+    let after_dry: BTreeSet<PathBuf> = segments(&i).iter().map(|(_, p, _)| p.clone()).collect();
+    assert_eq!(after_dry, before_dry, "a dry run removed segments");
+
     let r = i.run(&["prune", "--pitr-days", "0"]);
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(
+        r.json["wal_removed"].as_array().map_or(0, |a| a.len()),
+        would,
+        "the prune removed other WAL than its dry run listed: {}",
+        r.stdout
+    );
     let after = segments(&i);
     let kept: BTreeSet<PathBuf> = after.iter().map(|(_, p, _)| p.clone()).collect();
     assert_eq!(

@@ -280,10 +280,18 @@ pub fn build(paths: &Paths, plan: &Plan) -> Result<Metadata> {
 /// that covers `now - days` in each generation (a base's whole WAL epoch is kept), and
 /// whole generations whose newest segment is older than that. `current` (the
 /// newest generation (the one a running streamer writes) is never removed whole.
-/// Returns the files and folders removed.
-pub fn prune(paths: &Paths, days: u64, now: DateTime<Utc>) -> Result<Vec<PathBuf>> {
+/// Returns the files and folders removed (with `dry_run`: that would be, and nothing
+/// is). `going`: snapshots the same prune deletes (a dry run has not deleted them yet).
+pub fn prune(
+    paths: &Paths,
+    days: u64,
+    now: DateTime<Utc>,
+    dry_run: bool,
+    going: &[String],
+) -> Result<Vec<PathBuf>> {
     let cutoff = (now - chrono::Duration::days(days as i64)).timestamp_millis();
-    let snapshots = valid_snapshots(paths)?;
+    let mut snapshots = valid_snapshots(paths)?;
+    snapshots.retain(|m| !going.contains(&m.stamp));
     let mut removed = Vec::new();
     let gens = generation::list(paths)?;
     let newest_id = gens.last().map(|g| g.record.id.clone());
@@ -300,7 +308,9 @@ pub fn prune(paths: &Paths, days: u64, now: DateTime<Utc>) -> Result<Vec<PathBuf
         let bases = generation::bases(&g.record, &headers, &snapshots);
         // An ended generation without a base can never be replayed.
         if !is_current && (newest < cutoff || bases.is_empty()) {
-            fs::remove_dir_all(&g.dir).map_err(Error::io("remove", &g.dir))?;
+            if !dry_run {
+                fs::remove_dir_all(&g.dir).map_err(Error::io("remove", &g.dir))?;
+            }
             removed.push(g.dir.clone());
             continue;
         }
@@ -313,7 +323,9 @@ pub fn prune(paths: &Paths, days: u64, now: DateTime<Utc>) -> Result<Vec<PathBuf
         let Some(b) = keep_from else { continue };
         let start = epoch_start(&headers, b.segment);
         for s in &g.segments[..start] {
-            fs::remove_file(&s.path).map_err(Error::io("remove", &s.path))?;
+            if !dry_run {
+                fs::remove_file(&s.path).map_err(Error::io("remove", &s.path))?;
+            }
             removed.push(s.path.clone());
         }
     }
