@@ -32,6 +32,36 @@ pub struct BackupOutcome {
     pub wal: Option<SnapshotWal>,
 }
 
+/// A connection to a live database that never checkpoints or deletes its WAL when it
+/// closes (the snapshot copy and the WAL streamer hold such connections beside atocore's).
+pub(crate) fn open_live(db: &Path, busy: Duration) -> Result<Connection> {
+    let c = Connection::open_with_flags(
+        db,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(Error::sqlite("open", db))?;
+    c.busy_timeout(busy)
+        .map_err(Error::sqlite("set busy timeout on", db))?;
+    c.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
+        true,
+    )
+    .map_err(Error::sqlite("configure", db))?;
+    Ok(c)
+}
+
+/// Begin a read transaction on `c` and read once, so its snapshot is fixed now.
+pub(crate) fn pin_read(c: &Connection, db: &Path) -> Result<()> {
+    c.execute_batch("BEGIN DEFERRED; SELECT 1 FROM sqlite_schema LIMIT 1;")
+        .map_err(Error::sqlite("pin a read transaction on", db))
+}
+
+/// The database's journal mode, as SQLite names it (`wal`, `delete`, ...).
+pub(crate) fn journal_mode(c: &Connection, db: &Path) -> Result<String> {
+    c.query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .map_err(Error::sqlite("read the journal mode of", db))
+}
+
 /// Copy the live database at `src` into `dst` at kernel speed, as of one commit:
 ///
 /// 1. take the write lock for a moment (`BEGIN IMMEDIATE` on a second connection), pin
@@ -55,27 +85,11 @@ pub fn copy_at_pin(
     if !src.exists() {
         return Err(Error::MissingDatabase(src.to_path_buf()));
     }
-    let open = || -> Result<Connection> {
-        let c = Connection::open_with_flags(
-            src,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(Error::sqlite("open", src))?;
-        c.busy_timeout(timeout.min(Duration::from_secs(30)))
-            .map_err(Error::sqlite("set busy timeout on", src))?;
-        c.set_db_config(
-            rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
-            true,
-        )
-        .map_err(Error::sqlite("configure", src))?;
-        Ok(c)
-    };
-    let source = open()?;
-    let mode: String = source
-        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
-        .map_err(Error::sqlite("read the journal mode of", src))?;
+    let busy = timeout.min(Duration::from_secs(30));
+    let source = open_live(src, busy)?;
+    let mode = journal_mode(&source, src)?;
     let wal_mode = mode.eq_ignore_ascii_case("wal");
-    let gate = open()?;
+    let gate = open_live(src, busy)?;
     if wal_mode {
         match gate.execute_batch("BEGIN IMMEDIATE") {
             Ok(()) => {}
@@ -91,9 +105,7 @@ pub fn copy_at_pin(
             Err(e) => return Err(Error::sqlite("take the write lock on", src)(e)),
         }
     }
-    source
-        .execute_batch("BEGIN DEFERRED; SELECT 1 FROM sqlite_schema LIMIT 1;")
-        .map_err(Error::sqlite("begin a read snapshot on", src))?;
+    pin_read(&source, src)?;
     let pinned = chrono::Utc::now();
     // Under the write lock: the WAL ends at the pinned snapshot.
     let copied = if wal_mode {
@@ -301,9 +313,7 @@ pub fn online_backup(
         .pragma_update(None, "mmap_size", mmap)
         .map_err(Error::sqlite("configure", src))?;
     // Pin a read snapshot: commits after this point are invisible to the backup.
-    source
-        .execute_batch("BEGIN DEFERRED; SELECT 1 FROM sqlite_schema LIMIT 1;")
-        .map_err(Error::sqlite("begin a read snapshot on", src))?;
+    pin_read(&source, src)?;
 
     let mut dest = Connection::open(dst).map_err(Error::sqlite("create", dst))?;
     // The destination is a fresh file in a hidden folder: a crash discards it whole,

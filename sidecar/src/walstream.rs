@@ -8,9 +8,8 @@
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use atocore_restore_job::snapshot::{self, BackupHooks, BackupOptions};
+use atocore_restore_job::Paths;
 use atocore_restore_job::wal::{StreamOptions, Streamer};
-use atocore_restore_job::{Kind, Paths};
 use chrono::Utc;
 use serde::Serialize;
 
@@ -44,8 +43,7 @@ pub struct WalStatus {
 impl WalStatus {
     /// Seconds the current generation has been waiting for its base snapshot.
     pub fn waiting_for_base(&self) -> Option<f64> {
-        self.needs_base_since_ms
-            .map(|t| ((Utc::now().timestamp_millis() - t).max(0)) as f64 / 1000.0)
+        self.needs_base_since_ms.map(seconds_since)
     }
 }
 
@@ -66,9 +64,13 @@ pub struct OffsiteWalStatus {
 impl WalStatus {
     /// The lag now.
     pub fn lag(&self) -> Option<f64> {
-        self.caught_up_ms
-            .map(|t| ((Utc::now().timestamp_millis() - t).max(0)) as f64 / 1000.0)
+        self.caught_up_ms.map(seconds_since)
     }
+}
+
+/// Seconds from `ms` (Unix ms) to now, never negative.
+fn seconds_since(ms: i64) -> f64 {
+    (Utc::now().timestamp_millis() - ms).max(0) as f64 / 1000.0
 }
 
 #[derive(Debug, Default)]
@@ -105,9 +107,7 @@ impl WalStream {
             .clone();
         s.lag_seconds = s.lag();
         if let Some(o) = s.offsite.as_mut() {
-            o.lag_seconds = o
-                .caught_up_ms
-                .map(|t| ((Utc::now().timestamp_millis() - t).max(0)) as f64 / 1000.0);
+            o.lag_seconds = o.caught_up_ms.map(seconds_since);
         }
         s.paused = self
             .control
@@ -280,7 +280,7 @@ impl WalStream {
                 }
             }
             if streamer.needs_base() && Instant::now() >= next_base_try {
-                next_base_try = self.take_base(paths, &mut streamer);
+                next_base_try = self.take_base(&mut streamer);
             }
             self.update(|s| {
                 let needs = streamer.needs_base();
@@ -300,35 +300,14 @@ impl WalStream {
 
     /// A database-only snapshot that starts the generation's recoverable window; the
     /// next time to try when it could not be taken.
-    fn take_base(&self, paths: &Paths, streamer: &mut Streamer) -> Instant {
+    fn take_base(&self, streamer: &mut Streamer) -> Instant {
         let keep_going = || {
             let c = self.control.lock().unwrap_or_else(|p| p.into_inner());
             !(c.stop || c.pause)
         };
-        let opts = BackupOptions {
-            kind: Kind::Scheduled,
-            ..BackupOptions::default()
-        };
-        match snapshot::backup(
-            paths,
-            &opts,
-            BackupHooks {
-                quiesce: None,
-                keep_going: &keep_going,
-            },
-        ) {
-            Ok(meta)
-                if streamer
-                    .base_taken(&meta.stamp, meta.wal.as_ref())
-                    .unwrap_or(false) =>
-            {
-                tracing::info!(stamp = %meta.stamp, generation = ?streamer.generation(), "base snapshot of the WAL generation taken");
-                Instant::now()
-            }
-            Ok(meta) => {
-                tracing::info!(stamp = %meta.stamp, "snapshot taken while the WAL was empty; the base is taken again in a minute");
-                Instant::now() + Duration::from_secs(60)
-            }
+        match streamer.take_base(&keep_going) {
+            Ok(Some(_)) => Instant::now(),
+            Ok(None) => Instant::now() + Duration::from_secs(60),
             Err(e) => {
                 tracing::warn!(cause = %e, "base snapshot for the WAL generation failed; retrying in 10 s");
                 Instant::now() + Duration::from_secs(10)

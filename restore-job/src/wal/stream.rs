@@ -24,10 +24,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use chrono::{SecondsFormat, Utc};
-use rusqlite::config::DbConfig;
-use rusqlite::{Connection, OpenFlags};
+use rusqlite::Connection;
 
 use crate::config::Paths;
+use crate::db::{journal_mode, open_live, pin_read};
 use crate::error::{Error, Result};
 use crate::layout::with_suffix;
 
@@ -155,6 +155,28 @@ impl Streamer {
         Ok(l.has_base)
     }
 
+    /// Take a database-only snapshot (kind `scheduled`) to start the current
+    /// generation's recoverable window: its stamp when it became the base, `None` when
+    /// it did not (taken while the WAL was empty: try again later).
+    pub fn take_base(&mut self, keep_going: &dyn Fn() -> bool) -> Result<Option<String>> {
+        let opts = crate::snapshot::BackupOptions {
+            kind: crate::metadata::Kind::Scheduled,
+            ..Default::default()
+        };
+        let hooks = crate::snapshot::BackupHooks {
+            quiesce: None,
+            keep_going,
+        };
+        let meta = crate::snapshot::backup(&self.paths, &opts, hooks)?;
+        if self.base_taken(&meta.stamp, meta.wal.as_ref())? {
+            tracing::info!(stamp = %meta.stamp, generation = ?self.generation(), "base snapshot of the WAL generation taken");
+            Ok(Some(meta.stamp))
+        } else {
+            tracing::info!(stamp = %meta.stamp, "snapshot taken while the WAL was empty; a base is taken again later");
+            Ok(None)
+        }
+    }
+
     /// Let go of the database (before a restore replaces it, or at shutdown). The next
     /// step starts a new generation.
     pub fn release(&mut self) -> Option<String> {
@@ -228,25 +250,6 @@ impl From<Error> for Gap {
     }
 }
 
-fn open_live(db: &std::path::Path, busy: Duration) -> Result<Connection> {
-    let c = Connection::open_with_flags(
-        db,
-        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(Error::sqlite("open", db))?;
-    c.busy_timeout(busy)
-        .map_err(Error::sqlite("set busy timeout on", db))?;
-    // Closing must not checkpoint or delete the WAL behind the streamer's back.
-    c.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)
-        .map_err(Error::sqlite("configure", db))?;
-    Ok(c)
-}
-
-fn pin(c: &Connection, db: &std::path::Path) -> Result<()> {
-    c.execute_batch("BEGIN DEFERRED; SELECT 1 FROM sqlite_schema LIMIT 1;")
-        .map_err(Error::sqlite("pin a read transaction on", db))
-}
-
 impl Live {
     /// Start (or, when the newest generation's end is still in the WAL, continue) a
     /// generation: under the write lock, copy the WAL's committed frames, checkpoint,
@@ -254,11 +257,10 @@ impl Live {
     fn begin(paths: &Paths, report: &mut StepReport) -> Result<(Live, String)> {
         let db = &paths.db;
         let m = std::fs::metadata(db).map_err(Error::io("stat", db))?;
+        // Closing them must not checkpoint or delete the WAL behind the streamer's back.
         let read = open_live(db, Duration::from_secs(5))?;
         let gate = open_live(db, Duration::from_secs(5))?;
-        let mode: String = read
-            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
-            .map_err(Error::sqlite("read the journal mode of", db))?;
+        let mode = journal_mode(&read, db)?;
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(Error::Usage(format!(
                 "{} is in journal mode `{mode}`, not WAL: there is no WAL to stream; turn ATOCORE_WAL_STREAM off or switch the database to WAL",
@@ -371,7 +373,7 @@ impl Live {
                 .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
                 .map_err(Error::sqlite("checkpoint", &db))?;
         }
-        pin(&self.read, &db)?;
+        pin_read(&self.read, &db)?;
         self.sync_frame = Some(self.pos.map_or(0, |p| p.frame));
         report.synced = true;
         Ok(())
@@ -575,30 +577,9 @@ pub fn run(
         }
         sum.steps += 1;
         if s.needs_base() && std::time::Instant::now() >= next_base_try {
-            let keep_going = || !stop.load(Ordering::Relaxed);
-            let opts = crate::snapshot::BackupOptions {
-                kind: crate::metadata::Kind::Scheduled,
-                ..Default::default()
-            };
-            match crate::snapshot::backup(
-                paths,
-                &opts,
-                crate::snapshot::BackupHooks {
-                    quiesce: None,
-                    keep_going: &keep_going,
-                },
-            ) {
-                Ok(meta)
-                    if s.base_taken(&meta.stamp, meta.wal.as_ref())
-                        .unwrap_or(false) =>
-                {
-                    tracing::info!(stamp = %meta.stamp, "base snapshot for the WAL generation taken");
-                    sum.base_snapshots.push(meta.stamp);
-                }
-                Ok(meta) => {
-                    tracing::info!(stamp = %meta.stamp, "snapshot taken while the WAL was empty; a base is taken again later");
-                    next_base_try = std::time::Instant::now() + Duration::from_secs(60);
-                }
+            match s.take_base(&|| !stop.load(Ordering::Relaxed)) {
+                Ok(Some(stamp)) => sum.base_snapshots.push(stamp),
+                Ok(None) => next_base_try = std::time::Instant::now() + Duration::from_secs(60),
                 Err(e) => {
                     tracing::warn!(cause = %e, "base snapshot failed; retrying in a minute");
                     next_base_try = std::time::Instant::now() + Duration::from_secs(60);
