@@ -94,7 +94,7 @@ pub struct FileAttrs {
 }
 
 /// The content of `backup-metadata.json`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Metadata {
     // --- Python-era fields ---
     /// Absent in Python-era files: [`read`] fills it from the folder's name.

@@ -3,7 +3,6 @@
 //! manifest and metadata, then the publishing rename. Any step that fails drops the
 //! partial folder; nothing is published until every step has passed.
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
@@ -18,7 +17,7 @@ use crate::durable;
 use crate::error::{Error, Result};
 use crate::layout::{self, CHROMA_REL, DB_REL, INDEX_FILE, METADATA_FILE, REGISTRY_REL};
 use crate::manifest::{self, Manifest};
-use crate::metadata::{FORMAT_VERSION, FileAttrs, Metadata, Source, Tool};
+use crate::metadata::{FORMAT_VERSION, FileAttrs, Kind, Metadata, Source, Tool};
 use crate::stamp::Stamp;
 
 use super::{BackupHooks, BackupOptions, Quiesce, published_stamps, remove_stale_partials};
@@ -45,26 +44,13 @@ pub(crate) fn backup_locked(
     let validate_ms = validate_started.elapsed().as_millis() as u64;
 
     let source = opts.source_paths.as_ref().unwrap_or(paths);
-    let final_dir = b.final_dir();
+    let head = b.metadata_head(
+        opts.kind,
+        db.size,
+        registry_file.is_some(),
+        chroma.is_some(),
+    );
     let meta = Metadata {
-        stamp: b.stamp.to_string(),
-        created_at: b.stamp.time().to_rfc3339_opts(SecondsFormat::Secs, true),
-        backup_root: final_dir.display().to_string(),
-        db_snapshot_path: final_dir.join(DB_REL).display().to_string(),
-        db_size_bytes: db.size,
-        registry_snapshot_path: registry_file
-            .is_some()
-            .then(|| final_dir.join(REGISTRY_REL).display().to_string()),
-        chroma_snapshot_path: chroma
-            .is_some()
-            .then(|| final_dir.join(CHROMA_REL).display().to_string()),
-        include_chroma: chroma.is_some(),
-        kind: Some(opts.kind),
-        format_version: Some(FORMAT_VERSION),
-        tool: Some(Tool {
-            name: "atocore-restore-job".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-        }),
         source: Some(Source {
             storage_root: source.storage_root.display().to_string(),
             db_path: source.db.display().to_string(),
@@ -80,7 +66,6 @@ pub(crate) fn backup_locked(
         duration_ms: Some(started.elapsed().as_millis() as u64),
         copy_ms: Some(copy_ms),
         validate_ms: Some(validate_ms),
-        validated_at: Some(Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true)),
         row_counts: Some(facts.row_counts),
         db_page_count: Some(facts.page_count),
         db_file: Some(db.attrs),
@@ -89,8 +74,7 @@ pub(crate) fn backup_locked(
         chroma_consistent: chroma.as_ref().map(|c| c.changed.is_empty()),
         chroma_changed_paths: chroma.map(|c| c.changed),
         wal: db.wal,
-        point_in_time: None,
-        extra: BTreeMap::new(),
+        ..head
     };
     b.publish(&meta, opts, copy_ms, validate_ms)?;
     Ok(meta)
@@ -156,6 +140,31 @@ impl<'a> Build<'a> {
 
     fn final_dir(&self) -> PathBuf {
         self.paths.snapshots_dir().join(self.stamp.as_str())
+    }
+
+    /// The metadata fields that say what this snapshot is and where its parts are
+    /// (the rest default; the caller fills what it knows).
+    fn metadata_head(&self, kind: Kind, db_size: u64, registry: bool, chroma: bool) -> Metadata {
+        let dir = self.final_dir();
+        let at = |rel: &str| dir.join(rel).display().to_string();
+        Metadata {
+            stamp: self.stamp.to_string(),
+            created_at: self.stamp.time().to_rfc3339_opts(SecondsFormat::Secs, true),
+            backup_root: dir.display().to_string(),
+            db_snapshot_path: at(DB_REL),
+            db_size_bytes: db_size,
+            registry_snapshot_path: registry.then(|| at(REGISTRY_REL)),
+            chroma_snapshot_path: chroma.then(|| at(CHROMA_REL)),
+            include_chroma: chroma,
+            kind: Some(kind),
+            format_version: Some(FORMAT_VERSION),
+            tool: Some(Tool {
+                name: "atocore-restore-job".into(),
+                version: env!("CARGO_PKG_VERSION").into(),
+            }),
+            validated_at: Some(Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true)),
+            ..Metadata::default()
+        }
     }
 
     /// The online SQLite backup (a busy writer cannot livelock it).
@@ -441,38 +450,34 @@ pub(crate) fn derive_locked(
     b.hashes
         .insert(DB_REL.to_string(), durable::sha256_file(&out)?);
     manifest::write(&b.partial, &b.hashes)?;
-    let final_dir = b.final_dir();
+    // The base's registry, chroma and provenance; this snapshot's database and facts.
+    let head = b.metadata_head(
+        Kind::PointInTime,
+        size,
+        base.has_registry(),
+        base.has_chroma(),
+    );
     let meta = Metadata {
-        stamp: b.stamp.to_string(),
-        created_at: b.stamp.time().to_rfc3339_opts(SecondsFormat::Secs, true),
-        backup_root: final_dir.display().to_string(),
-        db_snapshot_path: final_dir.join(DB_REL).display().to_string(),
-        db_size_bytes: size,
-        registry_snapshot_path: base
-            .has_registry()
-            .then(|| final_dir.join(REGISTRY_REL).display().to_string()),
-        chroma_snapshot_path: base
-            .has_chroma()
-            .then(|| final_dir.join(CHROMA_REL).display().to_string()),
-        include_chroma: base.has_chroma(),
-        kind: Some(crate::metadata::Kind::PointInTime),
-        format_version: Some(FORMAT_VERSION),
-        tool: Some(Tool {
-            name: "atocore-restore-job".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-        }),
+        source: base.source,
+        chroma_files: base.chroma_files,
+        chroma_bytes: base.chroma_bytes,
+        chroma_quiesced: base.chroma_quiesced,
+        chroma_linked_files: base.chroma_linked_files,
+        chroma_consistent: base.chroma_consistent,
+        chroma_changed_paths: base.chroma_changed_paths,
+        db_file: base.db_file,
+        registry_file: base.registry_file,
+        validate_ms: base.validate_ms,
+        extra: base.extra,
         duration_ms: Some(started.elapsed().as_millis() as u64),
         copy_ms: Some(copy_ms),
-        validated_at: Some(Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true)),
         row_counts: Some(facts.row_counts),
         db_page_count: Some(facts.page_count),
-        warnings: Vec::new(),
-        wal: None,
         point_in_time: Some(info),
-        ..base
+        ..head
     };
     let opts = BackupOptions {
-        kind: crate::metadata::Kind::PointInTime,
+        kind: Kind::PointInTime,
         ..BackupOptions::default()
     };
     b.publish(&meta, &opts, copy_ms, 0)?;
