@@ -619,22 +619,43 @@ impl Drop for Binary {
 #[test]
 fn the_binary_replicates_prunes_verifies_reports_and_drills_off_site() {
     let remote = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", remote.path().display());
+    binary_flow(
+        &[
+            ("ATOCORE_OFFSITE_URL", url.as_str()),
+            ("ATOCORE_OFFSITE_CONCURRENCY", "4"),
+        ],
+        None,
+        &|| remote_stamps(remote.path()),
+    );
+}
+
+/// The whole off-site life through the real binary, on the target `target_env` sets
+/// (`target`: the URL `GET /admin/offsite` must name, when checked; `remote`: the
+/// stamps on the target):
+/// 1. on a schedule (every 3 s here): snapshot, push, the target's retention, verify
+///    (reading every chunk);
+/// 2. without a schedule: a manual snapshot is pushed after the answer; /health and
+///    `GET /admin/offsite` report the lag; the off-site drill fetches it back.
+fn binary_flow(
+    target_env: &[(&str, &str)],
+    target: Option<&str>,
+    remote: &dyn Fn() -> Vec<String>,
+) {
     let keys = tempfile::tempdir().unwrap();
     let identity = keys.path().join("offsite.key");
     std::fs::write(&identity, format!("{TEST_IDENTITY}\n")).unwrap();
-    let url = format!("file://{}", remote.path().display());
     let (_dir, paths) = sample_root(20_000);
     let root = paths.storage_root.clone();
-    let common = [
-        ("ATOCORE_OFFSITE_URL", url.as_str()),
+    let mut common = vec![
         ("ATOCORE_OFFSITE_RECIPIENTS", TEST_RECIPIENT),
         ("ATOCORE_OFFSITE_BANDWIDTH", "50MiB"),
-        ("ATOCORE_OFFSITE_CONCURRENCY", "4"),
     ];
+    common.extend_from_slice(target_env);
     let verify_file = paths.backup_dir.join("offsite/sidecar-verify.json");
 
-    // 1. On a schedule (every 3 s here): snapshot, push, the target's retention, verify.
-    let mut env = common.to_vec();
+    // 1. On a schedule.
+    let mut env = common.clone();
     env.extend([
         ("ATOCORE_BACKUP_SCHEDULE", "*/3 * * * * *"),
         ("ATOCORE_BACKUP_CHROMA_SCHEDULE", "off"),
@@ -653,18 +674,17 @@ fn the_binary_replicates_prunes_verifies_reports_and_drills_off_site() {
     assert!(record["chunks_read"].as_u64().unwrap() >= 1, "{record}");
     let m = sc.call("GET", "/metrics", "").body;
     assert!(m.contains("atocore_offsite_prune_runs_total 1\n"), "{m}");
+    assert!(m.contains("atocore_offsite_push_failures_total 0\n"), "{m}");
     assert!(m.contains("atocore_offsite_verify_last_ok 1\n"), "{m}");
     assert!(
         m.contains("atocore_offsite_verify_last_problems 0\n"),
         "{m}"
     );
     sc.stop();
-    let remote_after_schedule = remote_stamps(remote.path());
-    assert!(!remote_after_schedule.is_empty());
+    assert!(!remote().is_empty());
 
-    // 2. Without a schedule: a manual snapshot is pushed after the answer; /health and
-    //    GET /admin/offsite report the lag; the off-site drill fetches it back.
-    let mut env = common.to_vec();
+    // 2. Without a schedule.
+    let mut env = common.clone();
     env.extend([
         ("ATOCORE_SIDECAR_NO_SCHEDULE", "yes"),
         ("ATOCORE_OFFSITE_IDENTITY_FILE", identity.to_str().unwrap()),
@@ -675,13 +695,11 @@ fn the_binary_replicates_prunes_verifies_reports_and_drills_off_site() {
     let stamp = b.json()["stamp"].as_str().unwrap().to_string();
     // Pushed, and the push finished (the drill below would get a 409 while it runs).
     assert!(
-        wait_until(std::time::Duration::from_secs(60), || remote_stamps(
-            remote.path()
-        )
-        .contains(&stamp)
+        wait_until(std::time::Duration::from_secs(60), || remote()
+            .contains(&stamp)
             && sc.call("GET", "/health", "").json()["operation"].is_null()),
         "not pushed: {:?}",
-        remote_stamps(remote.path())
+        remote()
     );
     let l = sc.call("GET", "/admin/offsite", "");
     assert_eq!(l.status, 200, "{}", l.body);
@@ -692,6 +710,9 @@ fn the_binary_replicates_prunes_verifies_reports_and_drills_off_site() {
         "{v}"
     );
     assert_eq!(v["encrypted"], true, "{v}");
+    if let Some(t) = target {
+        assert_eq!(v["target"], t, "{v}");
+    }
     let h = sc.call("GET", "/health", "").json();
     assert_eq!(h["offsite"]["newest_remote"], stamp.as_str(), "{h}");
     assert_eq!(h["offsite"]["last_verify"]["ok"], true, "{h}");
@@ -798,80 +819,17 @@ impl Drop for Moto {
 #[test]
 fn the_binary_does_the_same_on_s3() {
     let Some(moto) = Moto::start() else { return };
-    let keys = tempfile::tempdir().unwrap();
-    let identity = keys.path().join("offsite.key");
-    std::fs::write(&identity, format!("{TEST_IDENTITY}\n")).unwrap();
     let endpoint = format!("http://127.0.0.1:{}", moto.port);
-    let (_dir, paths) = sample_root(20_000);
-    let root = paths.storage_root.clone();
-    let common = [
-        ("ATOCORE_OFFSITE_URL", "s3://atocore-test/sidecar"),
-        ("ATOCORE_OFFSITE_RECIPIENTS", TEST_RECIPIENT),
-        ("AWS_ENDPOINT_URL", endpoint.as_str()),
-        ("AWS_ACCESS_KEY_ID", "testing"),
-        ("AWS_SECRET_ACCESS_KEY", "testing"),
-        ("AWS_REGION", "us-east-1"),
-        ("ATOCORE_OFFSITE_BANDWIDTH", "50MiB"),
-        ("ATOCORE_OFFSITE_CONCURRENCY", "2"),
-    ];
-    let verify_file = paths.backup_dir.join("offsite/sidecar-verify.json");
-
-    // On a schedule: snapshot, push, the target's retention, verify (reading every chunk).
-    let mut env = common.to_vec();
-    env.extend([
-        ("ATOCORE_BACKUP_SCHEDULE", "*/3 * * * * *"),
-        ("ATOCORE_BACKUP_CHROMA_SCHEDULE", "off"),
-        ("ATOCORE_MISSED_RUN", "skip"),
-        ("ATOCORE_OFFSITE_VERIFY_READ_DATA", "100"),
-    ]);
-    let sc = Binary::start(&root, &env);
-    assert!(
-        wait_until(std::time::Duration::from_secs(60), || verify_file.exists()),
-        "no verify ran"
+    binary_flow(
+        &[
+            ("ATOCORE_OFFSITE_URL", "s3://atocore-test/sidecar"),
+            ("AWS_ENDPOINT_URL", endpoint.as_str()),
+            ("AWS_ACCESS_KEY_ID", "testing"),
+            ("AWS_SECRET_ACCESS_KEY", "testing"),
+            ("AWS_REGION", "us-east-1"),
+            ("ATOCORE_OFFSITE_CONCURRENCY", "2"),
+        ],
+        Some("s3://atocore-test/sidecar"),
+        &|| moto.remote_stamps("sidecar"),
     );
-    let record: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&verify_file).unwrap()).unwrap();
-    assert_eq!(record["ok"], true, "{record}");
-    assert!(record["chunks_read"].as_u64().unwrap() >= 1, "{record}");
-    let m = sc.call("GET", "/metrics", "").body;
-    assert!(m.contains("atocore_offsite_prune_runs_total 1\n"), "{m}");
-    assert!(m.contains("atocore_offsite_push_failures_total 0\n"), "{m}");
-    sc.stop();
-    assert!(!moto.remote_stamps("sidecar").is_empty());
-
-    // A manual snapshot is pushed after the answer; the lag is reported; the off-site
-    // drill fetches it back from S3.
-    let mut env = common.to_vec();
-    env.extend([
-        ("ATOCORE_SIDECAR_NO_SCHEDULE", "yes"),
-        ("ATOCORE_OFFSITE_IDENTITY_FILE", identity.to_str().unwrap()),
-    ]);
-    let sc = Binary::start(&root, &env);
-    let b = sc.call("POST", "/admin/backup", "{}");
-    assert_eq!(b.status, 200, "{}", b.body);
-    let stamp = b.json()["stamp"].as_str().unwrap().to_string();
-    assert!(
-        wait_until(std::time::Duration::from_secs(60), || moto
-            .remote_stamps("sidecar")
-            .contains(&stamp)
-            && sc.call("GET", "/health", "").json()["operation"].is_null()),
-        "not pushed: {:?}",
-        moto.remote_stamps("sidecar")
-    );
-    let v = sc.call("GET", "/admin/offsite", "").json();
-    assert_eq!(v["pending"], serde_json::json!([]), "{v}");
-    assert_eq!(v["target"], "s3://atocore-test/sidecar", "{v}");
-    let h = sc.call("GET", "/health", "").json();
-    assert_eq!(h["status"], "ok", "{h}");
-    assert_eq!(h["offsite"]["newest_remote"], stamp.as_str(), "{h}");
-    let d = sc.call("POST", "/admin/drill", r#"{"offsite": true}"#);
-    assert_eq!(d.status, 200, "{}", d.body);
-    let v = d.json();
-    assert_eq!(
-        (v["offsite"].clone(), v["passed"].clone()),
-        (true.into(), true.into()),
-        "{v}"
-    );
-    assert_eq!(v["stamp"], stamp.as_str(), "{v}");
-    sc.stop();
 }

@@ -120,6 +120,12 @@ impl OffsiteArgs {
         self.unencrypted
     }
 
+    /// What objects are sealed with: age to the recipients, or nothing when
+    /// `ATOCORE_OFFSITE_UNENCRYPTED` says so (refused without either).
+    fn sealer(&self) -> Result<crypto::Sealer> {
+        crypto::Sealer::from_settings(self.recipients.as_deref(), self.unencrypted())
+    }
+
     /// Whether a target is set (`ATOCORE_OFFSITE_URL`).
     pub fn is_configured(&self) -> bool {
         self.url.as_deref().is_some_and(|u| !u.trim().is_empty())
@@ -129,7 +135,7 @@ impl OffsiteArgs {
     /// recipients (or an explicit `ATOCORE_OFFSITE_UNENCRYPTED`). A long-running caller
     /// (the sidecar) checks this at start.
     pub fn check(&self) -> Result<()> {
-        crypto::Sealer::from_settings(self.recipients.as_deref(), self.unencrypted())?;
+        self.sealer()?;
         store::Location::parse(self.url.as_deref().unwrap_or_default().trim())?;
         Ok(())
     }
@@ -148,7 +154,7 @@ impl OffsiteArgs {
         paths: &Paths,
         keep_going: &dyn Fn() -> bool,
     ) -> Result<push::PushReport> {
-        let sealer = crypto::Sealer::from_settings(self.recipients.as_deref(), self.unencrypted())?;
+        let sealer = self.sealer()?;
         let target = self.target(true)?;
         push::push(
             paths,
@@ -167,13 +173,12 @@ impl OffsiteArgs {
         paths: &Paths,
         known: &mut Option<wal::RemoteWal>,
     ) -> Result<wal::WalPushReport> {
-        let sealer = crypto::Sealer::from_settings(self.recipients.as_deref(), self.unencrypted())?;
+        let sealer = self.sealer()?;
         let target = self.target(true)?;
-        let state = match known.take() {
+        let mut state = match known.take() {
             Some(k) => k,
             None => wal::remote_state(&target)?,
         };
-        let mut state = state;
         let r = wal::push(paths, &target, &sealer, &mut state);
         *known = Some(state);
         r
@@ -280,7 +285,7 @@ pub fn run(paths: &Paths, cli: OffsiteCli) -> Result<(Value, u8)> {
             missing,
             identity,
         } => {
-            let sealer = crypto::Sealer::from_settings(s.recipients.as_deref(), s.unencrypted())?;
+            let sealer = s.sealer()?;
             let which = match (stamp, missing) {
                 (_, true) => push::Which::Missing,
                 (Some(st), false) => push::Which::Stamp(st),
