@@ -194,7 +194,7 @@ fn dispatch(paths: &Paths, command: Command) -> Result<(Value, u8)> {
             )?;
             Ok((to_value(&meta), 0))
         }
-        Command::List => Ok((to_value(&snapshot::list(paths)?), 0)),
+        Command::List => Ok((to_value(&snapshot::list_with_windows(paths)?), 0)),
         Command::Validate { stamp } => {
             let stamp = Stamp::parse(&stamp)?;
             let r = validate::validate(paths, &stamp)?;

@@ -210,9 +210,11 @@ async fn list(state: &Arc<State>) -> Result<Reply> {
 /// `GET /admin/wal`: the stream's status and the recoverable windows.
 async fn wal(state: &Arc<State>) -> Result<Reply> {
     let paths = state.config.paths.clone();
-    let listed = tokio::task::spawn_blocking(move || atocore_restore_job::snapshot::list(&paths))
-        .await
-        .map_err(|e| Error::Internal(format!("listing the WAL windows: {e}")))??;
+    let listed = tokio::task::spawn_blocking(move || {
+        atocore_restore_job::snapshot::list_with_windows(&paths)
+    })
+    .await
+    .map_err(|e| Error::Internal(format!("listing the WAL windows: {e}")))??;
     Ok(json::reply(
         StatusCode::OK,
         &serde_json::json!({

@@ -187,7 +187,8 @@ pub struct ListReport {
     pub backup_dir: String,
     pub backups: Vec<Listed>,
     /// Point-in-time recovery: the spans of time a restore `--at` can reach, per WAL
-    /// generation (absent when no WAL was captured).
+    /// generation (filled by [`list_with_windows`] only; absent when no WAL was
+    /// captured).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub windows: Vec<crate::wal::generation::Window>,
 }
@@ -214,18 +215,27 @@ pub fn list(paths: &Paths) -> Result<ListReport> {
                 errors,
             }
         })
-        .collect::<Vec<Listed>>();
-    let valid: Vec<Metadata> = backups
+        .collect();
+    Ok(ListReport {
+        backup_dir: paths.backup_dir.display().to_string(),
+        backups,
+        windows: Vec::new(),
+    })
+}
+
+/// [`list`] with the point-in-time windows, which read every captured WAL segment's
+/// header (what `atocore-restore-job list` and the sidecar's `GET /admin/wal` show;
+/// callers that only need the snapshots use [`list`]).
+pub fn list_with_windows(paths: &Paths) -> Result<ListReport> {
+    let mut report = list(paths)?;
+    let valid: Vec<Metadata> = report
+        .backups
         .iter()
         .filter(|l| l.valid == Some(true))
         .filter_map(|l| l.metadata.clone())
         .collect();
-    let windows = crate::wal::generation::windows(paths, &valid)?;
-    Ok(ListReport {
-        backup_dir: paths.backup_dir.display().to_string(),
-        backups,
-        windows,
-    })
+    report.windows = crate::wal::generation::windows(paths, &valid)?;
+    Ok(report)
 }
 
 /// Read one snapshot's metadata, refusing unknown stamps and symlinked snapshot folders
