@@ -117,11 +117,6 @@ impl Streamer {
         self.caught_up_ms
     }
 
-    /// The position copied up to in the current generation.
-    pub fn position(&self) -> Option<WalPosition> {
-        self.live.as_ref().and_then(|l| l.pos)
-    }
-
     /// The generation being written, if any.
     pub fn generation(&self) -> Option<&str> {
         self.live.as_ref().map(|l| l.id.as_str())
