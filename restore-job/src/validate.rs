@@ -7,7 +7,7 @@
 //! The quick check (`list`, `prune`) only looks at structure: metadata, files present
 //! with their recorded sizes.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::Path;
 
@@ -56,8 +56,44 @@ pub fn validate(paths: &Paths, stamp: &Stamp) -> Result<ValidationReport> {
     Ok(validate_dir(&dir, stamp.as_str()))
 }
 
+/// Where [`validate_dir_with`] gets the SHA-256 of the files the manifest lists.
+#[derive(Debug, Clone, Copy)]
+pub enum Hashes<'a> {
+    /// Read and hash every file.
+    Read,
+    /// The caller hashed the files as it read them (relative path → hex SHA-256), so
+    /// they are not read twice; a listed file missing from the map is read.
+    Known(&'a BTreeMap<String, String>),
+    /// Not yet: the caller is still reading the files and completes the report with
+    /// [`with_hashes`] (so the database check runs while it reads).
+    Later,
+}
+
 /// Fully validate the snapshot folder `dir`.
 pub fn validate_dir(dir: &Path, stamp: &str) -> ValidationReport {
+    validate_dir_with(dir, stamp, Hashes::Read)
+}
+
+/// Complete a report made with [`Hashes::Later`]: the manifest against `known`.
+pub fn with_hashes(
+    mut report: ValidationReport,
+    dir: &Path,
+    known: &BTreeMap<String, String>,
+) -> ValidationReport {
+    if let Ok(Some(Ok(m))) = manifest::read(dir) {
+        let (errors, warnings) = check_manifest(dir, &m, Hashes::Known(known));
+        report.errors.extend(errors);
+        report.warnings.extend(warnings);
+        report.warnings.dedup();
+        report.errors.sort();
+        report.errors.dedup();
+        report.valid = report.errors.is_empty();
+    }
+    report
+}
+
+/// Fully validate the snapshot folder `dir`, with the file hashes from `hashes`.
+pub fn validate_dir_with(dir: &Path, stamp: &str, hashes: Hashes<'_>) -> ValidationReport {
     let mut errors = Vec::new();
     let mut warnings = Vec::new();
     let report = |errors: Vec<String>, warnings| ValidationReport {
@@ -99,11 +135,9 @@ pub fn validate_dir(dir: &Path, stamp: &str) -> ValidationReport {
 
     // Hash against the manifest on one thread while SQLite checks the db on this one.
     let ((hash_errors, hash_warnings), db_check) = std::thread::scope(|s| {
-        let hasher = s.spawn(|| {
-            manifest
-                .as_ref()
-                .map(|m| check_manifest(dir, m))
-                .unwrap_or_default()
+        let hasher = s.spawn(|| match (&manifest, hashes) {
+            (Some(m), Hashes::Read | Hashes::Known(_)) => check_manifest(dir, m, hashes),
+            _ => Default::default(),
         });
         let db_check = db_path.is_file().then(|| db::check_file(&db_path));
         (
@@ -196,7 +230,11 @@ fn check_chroma(dir: &Path, cdir: &Path, index_required: bool) -> Vec<String> {
 }
 
 /// Every listed file must exist with its hash; every file present must be listed.
-fn check_manifest(dir: &Path, m: &manifest::Manifest) -> (Vec<String>, Vec<String>) {
+fn check_manifest(
+    dir: &Path,
+    m: &manifest::Manifest,
+    hashes: Hashes<'_>,
+) -> (Vec<String>, Vec<String>) {
     let mut errors = Vec::new();
     let mut warnings = Vec::new();
     for (rel, want) in m {
@@ -204,7 +242,11 @@ fn check_manifest(dir: &Path, m: &manifest::Manifest) -> (Vec<String>, Vec<Strin
             errors.push(format!("manifest_mismatch:{rel}"));
             continue;
         };
-        match durable::sha256_file(&path) {
+        let known = match hashes {
+            Hashes::Known(k) => k.get(rel).cloned(),
+            _ => None,
+        };
+        match known.map_or_else(|| durable::sha256_file(&path), Ok) {
             Ok(h) if &h == want => {}
             Ok(_) => errors.push(format!("manifest_mismatch:{rel}")),
             Err(_) => errors.push(format!("manifest_missing_file:{rel}")),

@@ -395,7 +395,7 @@ fn second_push_is_small(site: &Site, remote_dir: Option<&Path>) {
         128 * 1024,
     );
     site.install.add_memories(300, "one-percent");
-    site.backup();
+    let stamp = site.backup();
     let second = site.ok(&["offsite", "push"]);
 
     let f = &first["pushed"][0];
@@ -425,6 +425,30 @@ fn second_push_is_small(site: &Site, remote_dir: Option<&Path>) {
         "second push wrote {s_bytes} of {f_bytes} bytes"
     );
     assert!(s["chunks_uploaded"].as_u64().unwrap() >= 2, "{second}");
+    // The first push read every file; the second read only the database and the
+    // changed chroma file (besides the small files held inline in the index): the
+    // other 39 were known from the first push and not read again.
+    let snap = site.paths().snapshots_dir().join(&stamp);
+    let size = |rel: &str| fs::metadata(snap.join(rel)).unwrap().len();
+    assert_eq!(f["files_unchanged"], 0, "{first}");
+    assert_eq!(f["bytes_read"], f["bytes"], "{first}");
+    assert_eq!(
+        s["files_unchanged"].as_u64().unwrap(),
+        CHROMA_FILES as u64 - 1,
+        "{second}"
+    );
+    let chroma_big = format!("chroma/{SEGMENT}/data_level7.bin");
+    let inline: u64 = tree(&snap)
+        .values()
+        .filter(|v| v.starts_with("file"))
+        .map(|v| v.split(' ').nth(2).unwrap().parse::<u64>().unwrap())
+        .filter(|n| *n <= 64 * 1024)
+        .sum();
+    assert_eq!(
+        s["bytes_read"].as_u64().unwrap(),
+        size("db/atocore.db") + size(&chroma_big) + inline,
+        "{second}"
+    );
     // Requests: a handful of LISTs and GETs, and one PUT per object written.
     let req = &second["requests"];
     assert_eq!(req["put"].as_u64().unwrap(), s_objects);
@@ -1044,4 +1068,128 @@ fn a_bandwidth_limit_paces_the_uploads_and_bad_limits_are_refused() {
         assert_eq!(r.code, 2, "{var}={value}: {}", r.stderr);
         assert!(r.stderr.contains(needle), "{var}={value}: {}", r.stderr);
     }
+}
+
+/// The push remembers what it pushed (by content) and reads only what changed; a
+/// chunk gone from the target, or a damaged cache, makes it read again, never reuse
+/// blindly.
+#[test]
+fn unchanged_files_are_not_read_again_and_the_cache_is_never_trusted_blindly() {
+    let site = Site::new(20_000);
+    let pushed = |site: &Site| {
+        site.backup();
+        std::thread::sleep(Duration::from_millis(1100));
+        site.ok(&["offsite", "push"])["pushed"][0].clone()
+    };
+    let first = pushed(&site);
+    let big = first["chunks"].as_u64().unwrap();
+    assert_eq!(first["files_unchanged"], 0, "{first}");
+
+    // Nothing changed: no file is read again, nothing is uploaded.
+    let same = pushed(&site);
+    let unchanged = same["files_unchanged"].as_u64().unwrap();
+    assert!(unchanged > CHROMA_FILES as u64, "{same}");
+    assert_eq!(same["chunks_uploaded"], 0, "{same}");
+    assert_eq!(same["chunks"].as_u64().unwrap(), big, "{same}");
+    assert!(same["bytes_read"].as_u64().unwrap() * 20 < first["bytes_read"].as_u64().unwrap());
+
+    // A chunk removed from the target behind this host's back: the one file that
+    // needs it is read again and the chunk uploaded again.
+    let victim = chunk_files(&site.remote())[5].clone();
+    fs::remove_file(&victim).unwrap();
+    let healed = pushed(&site);
+    assert_eq!(
+        healed["files_unchanged"].as_u64().unwrap(),
+        unchanged - 1,
+        "{healed}"
+    );
+    assert_eq!(healed["chunks_uploaded"], 1, "{healed}");
+    assert!(victim.is_file(), "the missing chunk was not uploaded again");
+
+    // A damaged cache is ignored: every file is read.
+    let caches: Vec<PathBuf> = fs::read_dir(site.paths().backup_dir.join("offsite"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "files"))
+        .collect();
+    assert_eq!(caches.len(), 1, "{caches:?}");
+    let text = fs::read_to_string(&caches[0]).unwrap();
+    let some_id = healed_first_id(&text);
+    fs::write(
+        &caches[0],
+        text.replacen(&some_id, &"0".repeat(some_id.len()), 1),
+    )
+    .unwrap();
+    let reread = pushed(&site);
+    assert_eq!(reread["files_unchanged"], 0, "{reread}");
+    assert_eq!(reread["bytes_read"], reread["bytes"], "{reread}");
+    assert_eq!(reread["chunks_uploaded"], 0, "{reread}");
+
+    // What the last push listed comes back whole on a new host.
+    let stamp = reread["stamp"].as_str().unwrap().to_string();
+    let host = site.new_host();
+    let fetched = host.ok(&["offsite", "fetch", &stamp, "--identity", host.key()]);
+    assert_eq!(fetched["valid"], true, "{fetched}");
+    assert_eq!(
+        tree(&host.paths().snapshots_dir().join(&stamp)),
+        tree(&site.paths().snapshots_dir().join(&stamp))
+    );
+}
+
+/// The first 64-hex-digit chunk id in a cache file.
+fn healed_first_id(text: &str) -> String {
+    let v: Value = serde_json::from_str(text).unwrap();
+    let files = v["body"]["files"].as_object().unwrap();
+    let (_, entry) = files.iter().next().unwrap();
+    entry[1][0][0].as_str().unwrap().to_string()
+}
+
+/// A snapshot damaged after it was made is not pushed: the push hashes what it reads,
+/// and a file that no longer matches the manifest stops it before the index and the
+/// reference are written.
+#[test]
+fn a_snapshot_damaged_on_disk_is_never_listed_off_site() {
+    let site = Site::new(20_000);
+    let stamp = site.backup();
+    let victim = site
+        .paths()
+        .snapshots_dir()
+        .join(&stamp)
+        .join(format!("chroma/{SEGMENT}/data_level3.bin"));
+    let mut bytes = fs::read(&victim).unwrap();
+    bytes[1000] ^= 0x40;
+    fs::write(&victim, bytes).unwrap();
+
+    let r = site.run(&["offsite", "push", &stamp]);
+    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(r.json["error"], "snapshot_invalid", "{}", r.stdout);
+    assert!(
+        r.json["message"]
+            .as_str()
+            .unwrap()
+            .contains("data_level3.bin"),
+        "{}",
+        r.stdout
+    );
+    let r = site.run(&["offsite", "push"]);
+    assert_eq!(r.code, 2, "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        !site.remote().join("snapshots").exists()
+            || fs::read_dir(site.remote().join("snapshots"))
+                .unwrap()
+                .next()
+                .is_none()
+    );
+    assert!(
+        !site.remote().join("index").exists()
+            || fs::read_dir(site.remote().join("index"))
+                .unwrap()
+                .next()
+                .is_none()
+    );
+    assert_eq!(
+        site.ok(&["offsite", "list"])["snapshots"],
+        serde_json::json!([])
+    );
 }

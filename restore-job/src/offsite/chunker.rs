@@ -59,6 +59,11 @@ impl RepoKey {
         self.mac(&[b"chunk\0", plain])
     }
 
+    /// A tag over `body` (this host's file cache), so a damaged cache is recognised.
+    pub fn tag(&self, body: &[u8]) -> String {
+        self.mac(&[b"cache\0", body])
+    }
+
     /// A value stored in the plain config so a wrong local key is recognised.
     pub fn check_value(&self) -> String {
         self.mac(&[b"atocore-offsite key check"])
@@ -70,18 +75,54 @@ pub fn chunk_key(id: &str) -> String {
     format!("chunks/{}/{id}", &id[..2.min(id.len())])
 }
 
-/// Split a file into content-defined chunks, handing each to `f` in order.
-pub fn split(path: &Path, mut f: impl FnMut(&[u8]) -> Result<()>) -> Result<()> {
+/// Bytes read from a file at a time by [`split`]: two maximal chunks, so at least one
+/// whole chunk fits after any carried-over tail.
+const WINDOW: usize = 2 * MAX_SIZE;
+
+/// Split the file `path` into content-defined chunks, handing each to `f` in order.
+pub fn split(path: &Path, f: impl FnMut(&[u8]) -> Result<()>) -> Result<()> {
     let file = File::open(path).map_err(Error::io("open", path))?;
-    for c in fastcdc::v2020::StreamCDC::new(file, MIN_SIZE, AVG_SIZE, MAX_SIZE) {
-        let c = c.map_err(|e| Error::Io {
-            op: "read",
-            path: path.to_path_buf(),
-            source: std::io::Error::other(e.to_string()),
-        })?;
-        f(&c.data)?;
+    split_reader(file, path, f)
+}
+
+/// Split what `r` yields into content-defined chunks, handing each to `f` in order.
+///
+/// FastCDC runs over a window of the stream held in memory, with no copy per chunk. A
+/// cut point depends on at most [`MAX_SIZE`] bytes from the chunk's start, so a chunk
+/// is taken only when that many bytes (or the end of the stream) are in the window;
+/// the rest is carried into the next window. The chunks are therefore exactly those
+/// of FastCDC over the whole stream (and of `fastcdc`'s `StreamCDC`).
+pub fn split_reader(
+    mut r: impl Read,
+    path: &Path,
+    mut f: impl FnMut(&[u8]) -> Result<()>,
+) -> Result<()> {
+    let mut buf = vec![0u8; WINDOW];
+    let mut len = 0;
+    let mut eof = false;
+    loop {
+        while !eof && len < buf.len() {
+            match r.read(&mut buf[len..]) {
+                Ok(0) => eof = true,
+                Ok(n) => len += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Error::io("read", path)(e)),
+            }
+        }
+        let mut taken = 0;
+        for c in fastcdc::v2020::FastCDC::new(&buf[..len], MIN_SIZE, AVG_SIZE, MAX_SIZE) {
+            if !eof && c.offset + MAX_SIZE > len {
+                break;
+            }
+            f(&buf[c.offset..c.offset + c.length])?;
+            taken = c.offset + c.length;
+        }
+        if eof {
+            return Ok(());
+        }
+        buf.copy_within(taken..len, 0);
+        len -= taken;
     }
-    Ok(())
 }
 
 /// Compress, then seal.
@@ -154,6 +195,65 @@ mod tests {
         assert_eq!(a.id(b"x"), a.id(b"x"));
         assert_ne!(a.id(b"x"), b.id(b"x"));
         assert_eq!(RepoKey::from_hex(&a.to_hex()).unwrap().id(b"x"), a.id(b"x"));
+    }
+
+    /// The windowed splitter cuts exactly where FastCDC over the whole stream does, on
+    /// data with and without natural cut points, for sizes around the window's.
+    #[test]
+    fn windowed_split_matches_streaming_fastcdc() {
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut noise = |n: usize| -> Vec<u8> {
+            (0..n)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    state as u8
+                })
+                .collect()
+        };
+        let text: Vec<u8> = (0..3_000_000u32)
+            .flat_map(|i| format!("memory {i} of project {} ", i % 17).into_bytes())
+            .take(11 * MAX_SIZE / 2)
+            .collect();
+        let zeros = vec![0u8; 3 * MAX_SIZE + 5];
+        let cases = [
+            noise(0),
+            noise(1000),
+            noise(WINDOW),
+            noise(WINDOW + 1),
+            noise(5 * WINDOW + 12_345),
+            text,
+            zeros,
+        ];
+        for data in cases {
+            let want: Vec<(usize, usize)> =
+                fastcdc::v2020::StreamCDC::new(&data[..], MIN_SIZE, AVG_SIZE, MAX_SIZE)
+                    .map(|c| c.unwrap())
+                    .map(|c| (c.offset as usize, c.length))
+                    .collect();
+            let mut got = Vec::new();
+            let mut at = 0;
+            // Short reads, as from a pipe, exercise every refill path.
+            struct Trickle<'a>(&'a [u8]);
+            impl Read for Trickle<'_> {
+                fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+                    let n = out.len().min(self.0.len()).min(300_007);
+                    out[..n].copy_from_slice(&self.0[..n]);
+                    self.0 = &self.0[n..];
+                    Ok(n)
+                }
+            }
+            split_reader(Trickle(&data), Path::new("test"), |c| {
+                assert_eq!(c, &data[at..at + c.len()]);
+                got.push((at, c.len()));
+                at += c.len();
+                Ok(())
+            })
+            .unwrap();
+            assert_eq!(at, data.len());
+            assert_eq!(got, want, "{} bytes", data.len());
+        }
     }
 
     #[test]

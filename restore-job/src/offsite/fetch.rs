@@ -3,22 +3,25 @@
 //! like a fresh backup, and publish it by rename as an ordinary local snapshot. On any
 //! failure the partial folder is removed: nothing is published.
 
+use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::sync::{Arc, Condvar, Mutex, mpsc};
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use super::chunker;
+use super::chunker::{self, RepoKey};
 use super::crypto::Identity;
-use super::format::{EntryKind, Index, Reference};
+use super::format::{Entry, EntryKind, Index, Reference};
 use super::store::{Requests, Target};
 use crate::config::Paths;
 use crate::durable::{self, BackupLock};
 use crate::error::{Error, Result};
 use crate::stamp::Stamp;
-use crate::validate;
+use crate::validate::{self, Hashes};
 
 /// The body of `offsite fetch`.
 #[derive(Debug, Clone, Serialize)]
@@ -124,7 +127,9 @@ pub fn fetch(
     fs::create_dir(&partial_dir).map_err(Error::io("create", &partial_dir))?;
     let mut guard = durable::PartialDir::guard(&partial_dir);
     let opener = if config.encrypted { identity } else { None };
-    let mut chunks = 0u64;
+    // Folders and links now (the entries list parents first); file contents through
+    // the pipeline.
+    let mut files = Vec::new();
     for e in &index.entries {
         let out = crate::chroma::safe_join(&partial_dir, &e.path)?;
         match e.kind {
@@ -133,45 +138,10 @@ pub fn fetch(
                 let t = e.target.as_deref().unwrap_or_default();
                 std::os::unix::fs::symlink(t, &out).map_err(Error::io("create link", &out))?;
             }
-            EntryKind::File => {
-                let mut f = File::create(&out).map_err(Error::io("create", &out))?;
-                let mut h = Sha256::new();
-                let mut written = 0u64;
-                if let Some(hexed) = &e.inline {
-                    let bytes = hex::decode(hexed).map_err(|_| Error::OffsiteObjectDamaged {
-                        object: reference.index.clone(),
-                        why: format!("the inline content of {} is not hex", e.path),
-                    })?;
-                    h.update(&bytes);
-                    written += bytes.len() as u64;
-                    f.write_all(&bytes).map_err(Error::io("write", &out))?;
-                }
-                for batch in e.chunks.chunks(2 * target.parallel()) {
-                    let keys: Vec<String> =
-                        batch.iter().map(|(id, _)| chunker::chunk_key(id)).collect();
-                    let bodies = target.get_many(&keys)?;
-                    for ((id, len), body) in batch.iter().zip(bodies) {
-                        let plain = chunker::unpack_chunk(opener, &key, id, &body, *len)?;
-                        h.update(&plain);
-                        written += plain.len() as u64;
-                        f.write_all(&plain).map_err(Error::io("write", &out))?;
-                        chunks += 1;
-                    }
-                }
-                f.sync_all().map_err(Error::io("sync", &out))?;
-                let sum = hex::encode(h.finalize());
-                if written != e.size || e.sha256.as_deref().is_some_and(|s| s != sum) {
-                    return Err(Error::OffsiteObjectDamaged {
-                        object: reference.index.clone(),
-                        why: format!(
-                            "{} rebuilt to {written} bytes with SHA-256 {sum}, the index says {} bytes",
-                            e.path, e.size
-                        ),
-                    });
-                }
-            }
+            EntryKind::File => files.push((e, out)),
         }
     }
+    let (hashes, chunks) = write_files(target, &files, &reference.index, opener, &key)?;
     // Modes, owners and times last, children before parents (writing into a folder
     // changes its mtime; a read-only folder must still take its children).
     for e in index.entries.iter().rev() {
@@ -187,7 +157,8 @@ pub fn fetch(
     }
     durable::sync_path(&partial_dir)?;
 
-    let report = validate::validate_dir(&partial_dir, stamp.as_str());
+    // The files were hashed as they were written: validation does not read them again.
+    let report = validate::validate_dir_with(&partial_dir, stamp.as_str(), Hashes::Known(&hashes));
     if !report.valid {
         return Err(Error::DamagedSnapshot {
             stamp: stamp.to_string(),
@@ -213,4 +184,210 @@ pub fn fetch(
         requests: target.requests(),
         next: format!("atocore-restore-job restore {stamp} --confirm-service-stopped"),
     })
+}
+
+/// Write the contents of `files` (index entries and where they go), downloading their
+/// chunks in three overlapping stages:
+/// 1. this thread downloads, [`Target::parallel`] at a time, in order;
+/// 2. openers (one per core) decrypt, decompress and check each chunk's keyed hash;
+/// 3. a writer puts the chunks in order into the files, hashes each file, checks it
+///    against the index and syncs it.
+///
+/// At most [`WINDOW`] chunks are between download and write at any time, so memory
+/// stays flat whatever the snapshot's size. Returns each file's SHA-256 (relative
+/// path → hex) and the number of chunks.
+fn write_files(
+    target: &Target,
+    files: &[(&Entry, PathBuf)],
+    index_object: &str,
+    opener: Option<&Identity>,
+    key: &RepoKey,
+) -> Result<(BTreeMap<String, String>, u64)> {
+    let wanted: Vec<&(String, u64)> = files.iter().flat_map(|(e, _)| &e.chunks).collect();
+    let window = WINDOW.max(2 * target.parallel());
+    let openers = std::thread::available_parallelism().map_or(2, |n| n.get().min(4));
+    let (to_openers, from_main) = mpsc::sync_channel::<(usize, bytes::Bytes)>(openers);
+    let from_main = Arc::new(Mutex::new(from_main));
+    let (to_writer, from_openers) = mpsc::channel::<(usize, Vec<u8>)>();
+    let written = Progress::default();
+
+    let (fetched, opened, wrote) = std::thread::scope(|s| {
+        let opening: Vec<_> = (0..openers)
+            .map(|_| {
+                let from_main = Arc::clone(&from_main);
+                let to_writer = to_writer.clone();
+                let wanted = &wanted;
+                let written = &written;
+                s.spawn(move || -> Result<()> {
+                    loop {
+                        let job = from_main.lock().unwrap_or_else(|p| p.into_inner()).recv();
+                        let Ok((seq, body)) = job else { return Ok(()) };
+                        let (id, len) = wanted[seq];
+                        let plain = chunker::unpack_chunk(opener, key, id, &body, *len)
+                            .inspect_err(|_| written.abort())?;
+                        to_writer
+                            .send((seq, plain))
+                            .map_err(|_| Error::Cancelled("the off-site fetch"))?;
+                    }
+                })
+            })
+            .collect();
+        drop(from_main);
+        drop(to_writer);
+        let writer = {
+            let written = &written;
+            s.spawn(move || write_in_order(files, index_object, from_openers, written))
+        };
+        let fetched = target.get_each(
+            wanted.iter().map(|(id, _)| chunker::chunk_key(id)),
+            |seq, body| {
+                written.wait_for_room(seq, window)?;
+                to_openers
+                    .send((seq, body))
+                    .map_err(|_| Error::Cancelled("the off-site fetch"))
+            },
+        );
+        drop(to_openers);
+        let mut opened = Ok(());
+        for o in opening {
+            let r = o
+                .join()
+                .unwrap_or_else(|_| Err(Error::Cancelled("the off-site fetch (crashed)")));
+            if opened.is_ok() {
+                opened = r;
+            }
+        }
+        let wrote = writer
+            .join()
+            .unwrap_or_else(|_| Err(Error::Cancelled("the off-site fetch (writer crashed)")));
+        (fetched, opened, wrote)
+    });
+    match (fetched, opened, wrote) {
+        (Ok(()), Ok(()), Ok(done)) => Ok(done),
+        (f, o, w) => {
+            // The first real failure wins over the cancellations it caused.
+            let mut failures: Vec<Error> =
+                [f.err(), o.err(), w.err()].into_iter().flatten().collect();
+            let first = failures
+                .iter()
+                .position(|e| !matches!(e, Error::Cancelled(_)))
+                .unwrap_or(0);
+            Err(failures.swap_remove(first))
+        }
+    }
+}
+
+/// Chunks between download and write at most (more when the target runs more
+/// requests at once).
+const WINDOW: usize = 16;
+
+/// How many chunks the writer has written, so the downloads stay within the window;
+/// `None` once a stage failed (everyone stops waiting).
+struct Progress {
+    written: Mutex<Option<usize>>,
+    moved: Condvar,
+}
+
+impl Default for Progress {
+    fn default() -> Progress {
+        Progress {
+            written: Mutex::new(Some(0)),
+            moved: Condvar::new(),
+        }
+    }
+}
+
+impl Progress {
+    fn set(&self, v: Option<usize>) {
+        *self.written.lock().unwrap_or_else(|p| p.into_inner()) = v;
+        self.moved.notify_all();
+    }
+
+    fn advance(&self, written: usize) {
+        self.set(Some(written));
+    }
+
+    fn abort(&self) {
+        self.set(None);
+    }
+
+    /// Wait until chunk `seq` may be handed on: fewer than `window` chunks ahead of
+    /// the writer.
+    fn wait_for_room(&self, seq: usize, window: usize) -> Result<()> {
+        let mut w = self.written.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            match *w {
+                None => return Err(Error::Cancelled("the off-site fetch")),
+                Some(done) if seq < done + window => return Ok(()),
+                Some(_) => w = self.moved.wait(w).unwrap_or_else(|p| p.into_inner()),
+            }
+        }
+    }
+}
+
+/// The writer stage of [`write_files`]: chunks arrive out of order from the openers and
+/// are written in order. On any failure it marks the window closed so the downloads
+/// stop waiting.
+fn write_in_order(
+    files: &[(&Entry, PathBuf)],
+    index_object: &str,
+    from_openers: mpsc::Receiver<(usize, Vec<u8>)>,
+    written: &Progress,
+) -> Result<(BTreeMap<String, String>, u64)> {
+    write_in_order_inner(files, index_object, &from_openers, written)
+        .inspect_err(|_| written.abort())
+}
+
+fn write_in_order_inner(
+    files: &[(&Entry, PathBuf)],
+    index_object: &str,
+    from_openers: &mpsc::Receiver<(usize, Vec<u8>)>,
+    written: &Progress,
+) -> Result<(BTreeMap<String, String>, u64)> {
+    let mut pending: BTreeMap<usize, Vec<u8>> = BTreeMap::new();
+    let mut next = 0usize;
+    let mut hashes = BTreeMap::new();
+    for (e, out) in files {
+        let mut f = File::create(out).map_err(Error::io("create", out))?;
+        let mut h = Sha256::new();
+        let mut size = 0u64;
+        if let Some(hexed) = &e.inline {
+            let bytes = hex::decode(hexed).map_err(|_| Error::OffsiteObjectDamaged {
+                object: index_object.to_string(),
+                why: format!("the inline content of {} is not hex", e.path),
+            })?;
+            h.update(&bytes);
+            size += bytes.len() as u64;
+            f.write_all(&bytes).map_err(Error::io("write", out))?;
+        }
+        for _ in &e.chunks {
+            let plain = loop {
+                if let Some(p) = pending.remove(&next) {
+                    break p;
+                }
+                let (seq, p) = from_openers
+                    .recv()
+                    .map_err(|_| Error::Cancelled("the off-site fetch"))?;
+                pending.insert(seq, p);
+            };
+            h.update(&plain);
+            size += plain.len() as u64;
+            f.write_all(&plain).map_err(Error::io("write", out))?;
+            next += 1;
+            written.advance(next);
+        }
+        f.sync_all().map_err(Error::io("sync", out))?;
+        let sum = hex::encode(h.finalize());
+        if size != e.size || e.sha256.as_deref().is_some_and(|s| s != sum) {
+            return Err(Error::OffsiteObjectDamaged {
+                object: index_object.to_string(),
+                why: format!(
+                    "{} rebuilt to {size} bytes with SHA-256 {sum}, the index says {} bytes",
+                    e.path, e.size
+                ),
+            });
+        }
+        hashes.insert(e.path.clone(), sum);
+    }
+    Ok((hashes, next as u64))
 }

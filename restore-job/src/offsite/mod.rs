@@ -6,6 +6,7 @@
 //! [`push`], [`fetch`], [`list`], [`verify`], [`prune`]. The engine is synchronous;
 //! [`store::Target`] runs its requests on a small tokio runtime of its own.
 
+pub mod cache;
 pub mod chunker;
 pub mod crypto;
 pub mod fetch;

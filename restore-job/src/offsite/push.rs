@@ -6,14 +6,16 @@
 //! (nothing is uploaded twice) and `prune` removes after the grace period; the
 //! snapshot is listed only once everything it needs is there.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, mpsc};
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use super::cache::{Chunks, FileCache};
 use super::chunker::{self, RepoKey};
 use super::crypto::{Identity, Sealer};
 use super::format::{self, Entry, EntryKind, Index, Reference, RepoConfig};
@@ -21,10 +23,11 @@ use super::store::{Requests, Target};
 use crate::config::Paths;
 use crate::error::{Error, Result};
 use crate::layout::METADATA_FILE;
+use crate::manifest::{self, Manifest};
 use crate::metadata;
 use crate::snapshot::published_stamps;
 use crate::stamp::Stamp;
-use crate::validate;
+use crate::validate::{self, Hashes};
 
 /// Which snapshots to push.
 #[derive(Debug, Clone)]
@@ -43,6 +46,11 @@ pub struct Pushed {
     pub chunks: u64,
     /// Chunks that were uploaded by this push.
     pub chunks_uploaded: u64,
+    /// Bytes of the snapshot's files read by this push.
+    pub bytes_read: u64,
+    /// Files not read at all: the same content, whose chunks are all on the target,
+    /// was pushed from this host before (its off-site file cache).
+    pub files_unchanged: u64,
     /// Objects written for this snapshot (new chunks, index, reference).
     pub objects_written: u64,
     pub bytes_written: u64,
@@ -124,33 +132,22 @@ pub fn push(
             }
             continue;
         }
-        let report = validate::validate(paths, &stamp)?;
-        if !report.valid {
-            match which {
-                Which::Stamp(_) => {
-                    return Err(Error::InvalidSnapshot {
-                        stamp: stamp.to_string(),
-                        codes: report.errors,
-                    });
-                }
-                _ => {
-                    tracing::warn!(stamp = %stamp, errors = ?report.errors, "not pushing a snapshot that fails validation");
-                    continue;
-                }
+        let session = Session {
+            paths,
+            target,
+            sealer,
+            config: &config,
+            key: &key,
+            keep_going,
+        };
+        match push_one(&session, &stamp, &mut existing) {
+            Ok(p) => pushed.push(p),
+            Err(Error::InvalidSnapshot { stamp, codes }) if !matches!(which, Which::Stamp(_)) => {
+                tracing::warn!(stamp = %stamp, errors = ?codes, "not pushing a snapshot that fails validation");
+                continue;
             }
+            Err(e) => return Err(e),
         }
-        pushed.push(push_one(
-            &Session {
-                paths,
-                target,
-                sealer,
-                config: &config,
-                key: &key,
-                keep_going,
-            },
-            &stamp,
-            &mut existing,
-        )?);
         if matches!(which, Which::Newest) {
             break;
         }
@@ -234,38 +231,6 @@ fn open_or_create(
     Ok((config, key))
 }
 
-/// Uploads queued chunks in batches.
-struct Uploader<'a> {
-    target: &'a Target,
-    keep_going: &'a dyn Fn() -> bool,
-    queue: Vec<(String, Vec<u8>)>,
-    queued_bytes: usize,
-    objects: u64,
-    bytes: u64,
-}
-
-impl Uploader<'_> {
-    fn add(&mut self, key: String, bytes: Vec<u8>) -> Result<()> {
-        self.queued_bytes += bytes.len();
-        self.queue.push((key, bytes));
-        if self.queue.len() >= 2 * self.target.parallel() || self.queued_bytes > 32 << 20 {
-            self.flush()?;
-        }
-        Ok(())
-    }
-
-    fn flush(&mut self) -> Result<()> {
-        if !(self.keep_going)() {
-            return Err(Error::Cancelled("the off-site push"));
-        }
-        let batch = std::mem::take(&mut self.queue);
-        self.queued_bytes = 0;
-        self.objects += batch.len() as u64;
-        self.bytes += batch.iter().map(|(_, b)| b.len() as u64).sum::<u64>();
-        self.target.put_many(batch)
-    }
-}
-
 /// What every snapshot of one push shares.
 struct Session<'a> {
     paths: &'a Paths,
@@ -276,6 +241,61 @@ struct Session<'a> {
     keep_going: &'a dyn Fn() -> bool,
 }
 
+/// A file too big to go inline in the index: its content goes through the pipeline.
+struct BigFile {
+    /// Its place in the index's entries.
+    entry: usize,
+    path: PathBuf,
+    rel: String,
+    size: u64,
+}
+
+/// What the reader learnt of one big file.
+struct FileRead {
+    entry: usize,
+    rel: String,
+    sha256: String,
+    size: u64,
+    /// Its chunks: read now (`first..first + count` in push order), or known from the
+    /// cache.
+    chunks: Chunked,
+}
+
+enum Chunked {
+    Read { first: usize, count: usize },
+    Cached(Chunks),
+}
+
+/// One chunk on its way from the reader to a packer.
+struct Piece {
+    seq: usize,
+    data: Vec<u8>,
+}
+
+/// What a packer did with one chunk: its id and length, and the size of the object
+/// it queued for upload (`None`: already on the target, or queued by another piece).
+type Packed = (usize, String, u64, Option<u64>);
+
+/// Threads that keyed-hash, compress and seal chunks: one per core, at most 4.
+fn packers() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get().min(4))
+}
+
+/// Push one snapshot.
+///
+/// Three stages run at once, with bounded queues between them, so reading, CPU work
+/// and uploads overlap and memory stays flat whatever the snapshot's size:
+/// 1. a reader walks the big files in order, cuts them into chunks (FastCDC) and hashes
+///    each file (SHA-256); a file the cache knows, whose chunks are all on the target,
+///    is not read at all;
+/// 2. packers name each chunk (keyed hash) and, for a chunk the target lacks,
+///    compress and seal it;
+/// 3. this thread uploads the sealed objects, [`Target::parallel`] at a time.
+///
+/// Meanwhile another thread validates the snapshot's structure and database; the file
+/// hashes the reader computed complete that validation, so no file is read twice. An
+/// invalid snapshot gets no index or reference (the chunks it uploaded stay
+/// unreferenced, and are reused or pruned).
 fn push_one(
     session: &Session<'_>,
     stamp: &Stamp,
@@ -290,24 +310,30 @@ fn push_one(
         keep_going,
     } = *session;
     let dir = paths.snapshot_dir(stamp);
+    if !dir.is_dir() {
+        return Err(Error::UnknownStamp {
+            stamp: stamp.to_string(),
+            dir: paths.snapshots_dir(),
+        });
+    }
     let meta = metadata::read(&dir)?;
-    let mut up = Uploader {
-        target,
-        keep_going,
-        queue: Vec::new(),
-        queued_bytes: 0,
-        objects: 0,
-        bytes: 0,
-    };
+    let manifest = manifest::read(&dir)
+        .ok()
+        .flatten()
+        .and_then(|m| m.ok())
+        .unwrap_or_default();
+    let cache = FileCache::load(paths, &config.repository, key);
+
+    // The tree: entries in order; inline files read now, big ones left to the pipeline.
     let mut entries = Vec::new();
-    let mut needed: Vec<String> = Vec::new();
-    let mut needed_set: HashSet<String> = HashSet::new();
-    let mut uploaded = 0u64;
+    let mut big = Vec::new();
+    let mut hashes: BTreeMap<String, String> = BTreeMap::new();
+    let mut bytes_read = 0u64;
     walk(&dir, &mut |path, m| {
         let rel = super::rel(path, &dir);
         let ft = m.file_type();
         let mut e = Entry {
-            path: rel,
+            path: rel.clone(),
             kind: EntryKind::Dir,
             mode: m.permissions().mode() & 0o7777,
             uid: m.uid(),
@@ -332,26 +358,19 @@ fn push_one(
             e.size = m.len();
             if m.len() <= format::INLINE_MAX {
                 let bytes = fs::read(path).map_err(Error::io("read", path))?;
-                e.sha256 = Some(hex::encode(Sha256::digest(&bytes)));
+                let sum = hex::encode(Sha256::digest(&bytes));
+                bytes_read += bytes.len() as u64;
+                hashes.insert(rel.clone(), sum.clone());
+                e.size = bytes.len() as u64;
+                e.sha256 = Some(sum);
                 e.inline = Some(hex::encode(&bytes));
             } else {
-                let mut h = Sha256::new();
-                chunker::split(path, |data| {
-                    h.update(data);
-                    let id = key.id(data);
-                    e.chunks.push((id.clone(), data.len() as u64));
-                    if !existing.contains(&id) {
-                        let obj = chunker::pack(sealer, data)?;
-                        up.add(chunker::chunk_key(&id), obj)?;
-                        existing.insert(id.clone());
-                        uploaded += 1;
-                    }
-                    if needed_set.insert(id.clone()) {
-                        needed.push(id);
-                    }
-                    Ok(())
-                })?;
-                e.sha256 = Some(hex::encode(h.finalize()));
+                big.push(BigFile {
+                    entry: entries.len(),
+                    path: path.to_path_buf(),
+                    rel,
+                    size: m.len(),
+                });
             }
         } else if !ft.is_dir() {
             tracing::warn!(path = %path.display(), "left out of the off-site copy: not a file, folder or link");
@@ -360,7 +379,119 @@ fn push_one(
         entries.push(e);
         Ok(())
     })?;
-    up.flush()?;
+
+    let known = Mutex::new(std::mem::take(existing));
+    let packers = packers();
+    let (to_packers, from_reader) = mpsc::sync_channel::<Piece>(2 * packers);
+    let from_reader = Arc::new(Mutex::new(from_reader));
+    let (to_uploader, from_packers) =
+        tokio::sync::mpsc::channel::<(String, Vec<u8>)>(target.parallel().div_ceil(2).max(1));
+
+    let (structure, read, packed, uploaded) = std::thread::scope(|s| {
+        let structure =
+            s.spawn(|| validate::validate_dir_with(&dir, stamp.as_str(), Hashes::Later));
+        let reader = {
+            let known = &known;
+            let cache = &cache;
+            let manifest = &manifest;
+            let big = &big;
+            s.spawn(move || read_files(big, manifest, cache, known, to_packers))
+        };
+        let packing: Vec<_> = (0..packers)
+            .map(|_| {
+                let from_reader = Arc::clone(&from_reader);
+                let to_uploader = to_uploader.clone();
+                let known = &known;
+                s.spawn(move || pack_pieces(key, sealer, known, &from_reader, &to_uploader))
+            })
+            .collect();
+        drop(to_uploader);
+        drop(from_reader);
+        let uploaded = target.put_from(from_packers, keep_going);
+        let read = reader
+            .join()
+            .unwrap_or_else(|_| Err(Error::Cancelled("the off-site push (reader crashed)")));
+        let mut packed = Ok(Vec::new());
+        for p in packing {
+            let r = p
+                .join()
+                .unwrap_or_else(|_| Err(Error::Cancelled("the off-site push (packer crashed)")));
+            packed = match (packed, r) {
+                (Ok(mut all), Ok(mine)) => {
+                    all.extend(mine);
+                    Ok(all)
+                }
+                (Err(e), _) | (Ok(_), Err(e)) => Err(e),
+            };
+        }
+        let structure = structure
+            .join()
+            .unwrap_or_else(|_| validate::ValidationReport {
+                stamp: stamp.to_string(),
+                valid: false,
+                errors: vec!["validation_crashed".into()],
+                warnings: Vec::new(),
+            });
+        (structure, read, packed, uploaded)
+    });
+    *existing = known.into_inner().unwrap_or_else(|p| p.into_inner());
+    // The first real failure wins over the cancellations it caused in the other stages.
+    let (read, mut packed) = match (uploaded, read, packed) {
+        (Ok(()), Ok(read), Ok(packed)) => (read, packed),
+        (u, r, p) => {
+            let mut failures: Vec<Error> =
+                [u.err(), r.err(), p.err()].into_iter().flatten().collect();
+            let first = failures
+                .iter()
+                .position(|e| !matches!(e, Error::Cancelled(_)))
+                .unwrap_or(0);
+            return Err(failures.swap_remove(first));
+        }
+    };
+
+    // Validation, completed with the hashes of what was read.
+    let mut files_unchanged = 0u64;
+    for f in &read {
+        match f.chunks {
+            Chunked::Read { .. } => bytes_read += f.size,
+            Chunked::Cached(_) => files_unchanged += 1,
+        }
+        hashes.insert(f.rel.clone(), f.sha256.clone());
+    }
+    let report = validate::with_hashes(structure, &dir, &hashes);
+    if !report.valid {
+        return Err(Error::InvalidSnapshot {
+            stamp: stamp.to_string(),
+            codes: report.errors,
+        });
+    }
+
+    // Chunk lists, in push order.
+    packed.sort_unstable_by_key(|p| p.0);
+    let mut needed: Vec<String> = Vec::new();
+    let mut needed_set: HashSet<String> = HashSet::new();
+    let mut cached_files = BTreeMap::new();
+    for f in read {
+        let chunks: Chunks = match f.chunks {
+            Chunked::Cached(c) => c,
+            Chunked::Read { first, count } => packed[first..first + count]
+                .iter()
+                .map(|(_, id, len, _)| (id.clone(), *len))
+                .collect(),
+        };
+        for (id, _) in &chunks {
+            if needed_set.insert(id.clone()) {
+                needed.push(id.clone());
+            }
+        }
+        let e = &mut entries[f.entry];
+        e.size = f.size;
+        e.sha256 = Some(f.sha256.clone());
+        e.chunks = chunks.clone();
+        cached_files.insert(f.sha256, (f.size, chunks));
+    }
+    let chunks_uploaded = packed.iter().filter(|p| p.3.is_some()).count() as u64;
+    let chunk_bytes: u64 = packed.iter().filter_map(|p| p.3).sum();
 
     // Every chunk the reference will name must be on the target: the new ones were
     // just written; the reused ones are checked again in case a prune removed them.
@@ -371,6 +502,7 @@ fn push_one(
         .collect();
     if let Some(gone) = needed.iter().find(|id| !sizes.contains_key(*id)) {
         existing.remove(gone);
+        FileCache::forget(paths, &config.repository);
         return Err(Error::OffsiteObjectMissing {
             object: chunker::chunk_key(gone),
             target: format!(
@@ -431,16 +563,113 @@ fn push_one(
     })?;
     let ref_size = body.len() as u64;
     target.put(&Reference::key_for(stamp.as_str()), body)?;
-    tracing::info!(stamp = %stamp, chunks = needed.len(), uploaded, "pushed the snapshot off-site");
+    if let Err(e) = FileCache::save(paths, &config.repository, key, cached_files) {
+        tracing::warn!(error = %e, "could not save the off-site file cache (the next push reads every file)");
+    }
+    tracing::info!(stamp = %stamp, chunks = needed.len(), uploaded = chunks_uploaded, "pushed the snapshot off-site");
     Ok(Pushed {
         stamp: stamp.to_string(),
         files,
         bytes,
         chunks: needed.len() as u64,
-        chunks_uploaded: uploaded,
-        objects_written: up.objects + 2,
-        bytes_written: up.bytes + index_size + ref_size,
+        chunks_uploaded,
+        bytes_read,
+        files_unchanged,
+        objects_written: chunks_uploaded + 2,
+        bytes_written: chunk_bytes + index_size + ref_size,
     })
+}
+
+/// The reader stage: chunk and hash the big files in order, or take their chunks from
+/// the cache when the target still holds them all.
+fn read_files(
+    big: &[BigFile],
+    manifest: &Manifest,
+    cache: &FileCache,
+    known: &Mutex<HashSet<String>>,
+    to_packers: mpsc::SyncSender<Piece>,
+) -> Result<Vec<FileRead>> {
+    let stopped = || Error::Cancelled("the off-site push");
+    let mut seq = 0;
+    let mut out = Vec::with_capacity(big.len());
+    for f in big {
+        let hit = manifest.get(&f.rel).and_then(|sum| {
+            let chunks = cache.get(sum, f.size)?;
+            let known = known.lock().unwrap_or_else(|p| p.into_inner());
+            chunks
+                .iter()
+                .all(|(id, _)| known.contains(id))
+                .then(|| (sum.clone(), chunks.clone()))
+        });
+        if let Some((sha256, chunks)) = hit {
+            out.push(FileRead {
+                entry: f.entry,
+                rel: f.rel.clone(),
+                sha256,
+                size: f.size,
+                chunks: Chunked::Cached(chunks),
+            });
+            continue;
+        }
+        let first = seq;
+        let mut h = Sha256::new();
+        let mut size = 0u64;
+        chunker::split(&f.path, |data| {
+            h.update(data);
+            size += data.len() as u64;
+            to_packers
+                .send(Piece {
+                    seq,
+                    data: data.to_vec(),
+                })
+                .map_err(|_| stopped())?;
+            seq += 1;
+            Ok(())
+        })?;
+        out.push(FileRead {
+            entry: f.entry,
+            rel: f.rel.clone(),
+            sha256: hex::encode(h.finalize()),
+            size,
+            chunks: Chunked::Read {
+                first,
+                count: seq - first,
+            },
+        });
+    }
+    Ok(out)
+}
+
+/// A packer: name each chunk; compress, seal and queue the ones the target lacks
+/// (each exactly once, whichever packer or file meets it first).
+fn pack_pieces(
+    key: &RepoKey,
+    sealer: &Sealer,
+    known: &Mutex<HashSet<String>>,
+    from_reader: &Mutex<mpsc::Receiver<Piece>>,
+    to_uploader: &tokio::sync::mpsc::Sender<(String, Vec<u8>)>,
+) -> Result<Vec<Packed>> {
+    let mut out = Vec::new();
+    loop {
+        let piece = from_reader.lock().unwrap_or_else(|p| p.into_inner()).recv();
+        let Ok(Piece { seq, data }) = piece else {
+            return Ok(out);
+        };
+        let id = key.id(&data);
+        let fresh = known
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.clone());
+        let mut written = None;
+        if fresh {
+            let obj = chunker::pack(sealer, &data)?;
+            written = Some(obj.len() as u64);
+            to_uploader
+                .blocking_send((chunker::chunk_key(&id), obj))
+                .map_err(|_| Error::Cancelled("the off-site push"))?;
+        }
+        out.push((seq, id, data.len() as u64, written));
+    }
 }
 
 /// Visit the entries below `dir`, parents before children, sorted by name.

@@ -339,65 +339,92 @@ impl Target {
 
     /// Write objects, [`Target::parallel`] at a time (paced when a bandwidth is set).
     pub fn put_many(&self, items: Vec<(String, Vec<u8>)>) -> Result<()> {
-        if items.is_empty() {
-            return Ok(());
-        }
+        self.put_all(stream::iter(items), &|| true)
+    }
+
+    /// Write the objects `rx` delivers as they come, [`Target::parallel`] at a time, until
+    /// every sender is gone. Used by a push whose chunks are packed on other threads
+    /// while this one uploads. Stops at the first failed write, or when `keep_going`
+    /// (asked after each write) says no ([`Error::Cancelled`]); dropping `rx` then
+    /// tells the senders to stop.
+    pub fn put_from(
+        &self,
+        rx: tokio::sync::mpsc::Receiver<(String, Vec<u8>)>,
+        keep_going: &dyn Fn() -> bool,
+    ) -> Result<()> {
+        let items = stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|i| (i, rx)) });
+        self.put_all(items, keep_going)
+    }
+
+    fn put_all(
+        &self,
+        items: impl futures_util::Stream<Item = (String, Vec<u8>)>,
+        keep_going: &dyn Fn() -> bool,
+    ) -> Result<()> {
         let store = &self.store;
         let pacer = self.pacer.as_ref();
-        let jobs = items.into_iter().map(|(key, bytes)| {
-            let path = self.path(&key);
-            async move {
-                let n = bytes.len() as u64;
-                if let Some(p) = pacer {
-                    tokio::time::sleep_until(p.slot(n)).await;
+        let puts = items
+            .map(|(key, bytes)| {
+                let path = self.path(&key);
+                async move {
+                    let n = bytes.len() as u64;
+                    if let Some(p) = pacer {
+                        tokio::time::sleep_until(p.slot(n)).await;
+                    }
+                    let r = store.put(&path, PutPayload::from(bytes)).await;
+                    (key, n, r)
                 }
-                let r = store.put(&path, PutPayload::from(bytes)).await;
-                (key, n, r)
+            })
+            .buffer_unordered(self.parallel);
+        let mut puts = std::pin::pin!(puts);
+        self.rt.block_on(async {
+            while let Some((key, n, r)) = puts.next().await {
+                self.put_done(&key, n, r)?;
+                if !keep_going() {
+                    return Err(Error::Cancelled("the off-site push"));
+                }
             }
+            Ok(())
+        })
+    }
+
+    /// Count a finished write, make it durable on a folder target, and fire the test
+    /// crash point.
+    fn put_done(
+        &self,
+        key: &str,
+        n: u64,
+        r: object_store::Result<object_store::PutResult>,
+    ) -> Result<()> {
+        if let Err(e) = r {
+            return Err(match e {
+                object_store::Error::NotFound { .. } => Error::OffsiteNotConfigured(format!(
+                    "{}: writing {key} answered \"not found\": the bucket does not exist; create it (or fix ATOCORE_OFFSITE_URL) and retry",
+                    self.display
+                )),
+                e => self.error(key, e),
+            });
+        }
+        self.count(|s| {
+            s.put += 1;
+            s.bytes_written += n;
         });
-        let results: Vec<_> = self
-            .rt
-            .block_on(stream::iter(jobs).buffer_unordered(self.parallel).collect());
-        let mut first_err = None;
-        for (key, n, r) in results {
-            match r {
-                Ok(_) => {
-                    self.count(|s| {
-                        s.put += 1;
-                        s.bytes_written += n;
-                    });
-                    if let Some(root) = &self.local_root {
-                        let p = root.join(self.path(&key).as_ref());
-                        crate::durable::sync_path(&p)?;
-                        crate::durable::sync_parent(&p)?;
-                    }
-                    if self.crash_after.is_some_and(|c| self.stats.get().put >= c) {
-                        tracing::warn!(
-                            object = %key,
-                            "crash point reached: killing this process (test hook)"
-                        );
-                        // SAFETY: kill(2) on our own pid has no memory-safety preconditions.
-                        unsafe {
-                            libc::kill(libc::getpid(), libc::SIGKILL);
-                        }
-                    }
-                }
-                Err(e) => {
-                    if first_err.is_none() {
-                        first_err = Some(match e {
-                            object_store::Error::NotFound { .. } => {
-                                Error::OffsiteNotConfigured(format!(
-                                    "{}: writing {key} answered \"not found\": the bucket does not exist; create it (or fix ATOCORE_OFFSITE_URL) and retry",
-                                    self.display
-                                ))
-                            }
-                            e => self.error(&key, e),
-                        });
-                    }
-                }
+        if let Some(root) = &self.local_root {
+            let p = root.join(self.path(key).as_ref());
+            crate::durable::sync_path(&p)?;
+            crate::durable::sync_parent(&p)?;
+        }
+        if self.crash_after.is_some_and(|c| self.stats.get().put >= c) {
+            tracing::warn!(
+                object = %key,
+                "crash point reached: killing this process (test hook)"
+            );
+            // SAFETY: kill(2) on our own pid has no memory-safety preconditions.
+            unsafe {
+                libc::kill(libc::getpid(), libc::SIGKILL);
             }
         }
-        first_err.map_or(Ok(()), Err)
+        Ok(())
     }
 
     /// Read one object; `None` when it does not exist.
@@ -438,6 +465,43 @@ impl Target {
             out.push(bytes.to_vec());
         }
         Ok(out)
+    }
+
+    /// Read objects, [`Target::parallel`] at a time, handing each to `each` in the
+    /// order asked as soon as it and those before it are in. Stops at the first failed
+    /// read or the first error of `each` (used by a fetch whose chunks are opened on
+    /// other threads while this one downloads; `each` blocking holds the downloads
+    /// back, so memory stays bounded).
+    pub fn get_each(
+        &self,
+        keys: impl IntoIterator<Item = String>,
+        mut each: impl FnMut(usize, bytes::Bytes) -> Result<()>,
+    ) -> Result<()> {
+        let store = &self.store;
+        let gets = stream::iter(keys)
+            .map(|key| {
+                let path = self.path(&key);
+                async move {
+                    let r = match store.get(&path).await {
+                        Ok(g) => g.bytes().await,
+                        Err(e) => Err(e),
+                    };
+                    (key, r)
+                }
+            })
+            .buffered(self.parallel);
+        let mut gets = std::pin::pin!(gets);
+        self.rt.block_on(async {
+            let mut i = 0;
+            while let Some((key, r)) = gets.next().await {
+                self.count(|s| s.get += 1);
+                let bytes = r.map_err(|e| self.error(&key, e))?;
+                self.count(|s| s.bytes_read += bytes.len() as u64);
+                each(i, bytes)?;
+                i += 1;
+            }
+            Ok(())
+        })
     }
 
     /// Every object below `dir` (`""` for the whole target), in one listing.
