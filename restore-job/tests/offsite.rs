@@ -1193,3 +1193,63 @@ fn a_snapshot_damaged_on_disk_is_never_listed_off_site() {
         serde_json::json!([])
     );
 }
+
+/// The push does not run SQLite's checks again on a database the manifest proves is
+/// the one checked when the snapshot was made, but only for snapshots this engine
+/// made (a format version in the metadata): without one, a damaged database with a
+/// manifest to match is still caught by `integrity_check`.
+#[test]
+fn a_damaged_database_without_proof_of_its_check_is_never_pushed() {
+    let site = Site::new(20_000);
+    let stamp = site.backup();
+    let snap = site.paths().snapshots_dir().join(&stamp);
+    let db = snap.join("db/atocore.db");
+    let mut bytes = fs::read(&db).unwrap();
+    let page = 4096 * 6;
+    for b in &mut bytes[page + 8..page + 400] {
+        *b = 0xA5;
+    }
+    fs::write(&db, &bytes).unwrap();
+    // A manifest that matches the damaged file, metadata from before format versions.
+    let manifest = fs::read_to_string(snap.join("manifest.sha256")).unwrap();
+    let new_sum = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(&bytes))
+    };
+    let manifest: String = manifest
+        .lines()
+        .map(|l| {
+            if l.ends_with("  db/atocore.db") {
+                format!("{new_sum}  db/atocore.db\n")
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    fs::write(snap.join("manifest.sha256"), manifest).unwrap();
+    let meta_path = snap.join("backup-metadata.json");
+    let mut meta: Value = serde_json::from_slice(&fs::read(&meta_path).unwrap()).unwrap();
+    assert!(
+        meta.as_object_mut()
+            .unwrap()
+            .remove("format_version")
+            .is_some()
+    );
+    fs::write(&meta_path, serde_json::to_vec_pretty(&meta).unwrap()).unwrap();
+
+    let r = site.run(&["offsite", "push", &stamp]);
+    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(r.json["error"], "snapshot_invalid", "{}", r.stdout);
+    assert!(
+        r.json["message"]
+            .as_str()
+            .unwrap()
+            .contains("db_integrity_check_failed"),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(
+        site.ok(&["offsite", "list"])["snapshots"],
+        serde_json::json!([])
+    );
+}

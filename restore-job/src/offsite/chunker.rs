@@ -127,36 +127,69 @@ pub fn split_reader(
 
 /// Compress, then seal.
 pub fn pack(sealer: &Sealer, plain: &[u8]) -> Result<Vec<u8>> {
-    let z = zstd::bulk::compress(plain, ZSTD_LEVEL).map_err(|e| Error::Io {
+    Packer::new()?.pack(sealer, plain)
+}
+
+/// Compresses then seals chunk after chunk, reusing its compressor and buffer.
+pub struct Packer {
+    zstd: zstd::bulk::Compressor<'static>,
+    buf: Vec<u8>,
+}
+
+impl Packer {
+    pub fn new() -> Result<Packer> {
+        Ok(Packer {
+            zstd: zstd::bulk::Compressor::new(ZSTD_LEVEL).map_err(compress_error)?,
+            buf: Vec::new(),
+        })
+    }
+
+    /// The object for `plain`: zstd, then sealed.
+    pub fn pack(&mut self, sealer: &Sealer, plain: &[u8]) -> Result<Vec<u8>> {
+        self.buf.clear();
+        self.buf
+            .reserve(zstd::zstd_safe::compress_bound(plain.len()));
+        self.zstd
+            .compress_to_buffer(plain, &mut self.buf)
+            .map_err(compress_error)?;
+        sealer.seal(&self.buf)
+    }
+}
+
+fn compress_error(e: std::io::Error) -> Error {
+    Error::Io {
         op: "compress",
         path: "chunk".into(),
         source: e,
-    })?;
-    sealer.seal(&z)
+    }
 }
 
 /// Open (decrypt when `identity` is given, else the object must be plain), then
-/// decompress, reading at most `max_len` bytes.
+/// decompress, reading at most `max_len` bytes. Decryption streams into the
+/// decompressor: no intermediate copy of the object.
 pub fn unpack(
     identity: Option<&Identity>,
     object: &str,
     bytes: &[u8],
     max_len: usize,
 ) -> Result<Vec<u8>> {
-    let z = match identity {
-        Some(id) => id.open(object, bytes)?,
-        None => bytes.to_vec(),
-    };
+    match identity {
+        Some(id) => decompress(id.open_stream(object, bytes)?, object, max_len),
+        None => decompress(bytes, object, max_len),
+    }
+}
+
+fn decompress(z: impl Read, object: &str, max_len: usize) -> Result<Vec<u8>> {
     let damaged = |why: String| Error::OffsiteObjectDamaged {
         object: object.to_string(),
         why,
     };
-    let mut out = Vec::new();
-    zstd::stream::read::Decoder::new(&z[..])
+    let mut out = Vec::with_capacity(max_len.min(2 * MAX_SIZE));
+    zstd::stream::read::Decoder::new(z)
         .map_err(|e| damaged(format!("zstd: {e}")))?
         .take(max_len as u64 + 1)
         .read_to_end(&mut out)
-        .map_err(|e| damaged(format!("zstd: {e}")))?;
+        .map_err(|e| damaged(format!("truncated or altered: {e}")))?;
     if out.len() > max_len {
         return Err(damaged(format!(
             "decompresses to more than {max_len} bytes"

@@ -71,7 +71,11 @@ impl Sealer {
         let enc =
             age::Encryptor::with_recipients(recipients.iter().map(|r| r as &dyn age::Recipient))
                 .map_err(|e| fail(e.to_string()))?;
-        let mut out = Vec::with_capacity(plain.len() + 256);
+        // age adds a 16-byte tag per 64 KiB and a header with a stanza per recipient:
+        // sized once, the output is never reallocated.
+        let mut out = Vec::with_capacity(
+            plain.len() + 16 * (plain.len() / (64 << 10) + 1) + 256 + 256 * recipients.len(),
+        );
         let mut w = enc.wrap_output(&mut out).map_err(|e| fail(e.to_string()))?;
         w.write_all(plain).map_err(|e| fail(e.to_string()))?;
         w.finish().map_err(|e| fail(e.to_string()))?;
@@ -110,24 +114,32 @@ impl Identity {
 
     /// Decrypt the age object `object` (its name is used in errors).
     pub fn open(&self, object: &str, bytes: &[u8]) -> Result<Vec<u8>> {
+        let mut out = Vec::with_capacity(bytes.len());
+        self.open_stream(object, bytes)?
+            .read_to_end(&mut out)
+            .map_err(|e| Error::OffsiteObjectDamaged {
+                object: object.to_string(),
+                why: format!("truncated or altered: {e}"),
+            })?;
+        Ok(out)
+    }
+
+    /// Decrypt `bytes` (the object `object`) as a stream: a read fails when the
+    /// object is truncated or altered (age authenticates every 64 KiB).
+    pub fn open_stream<'a>(&self, object: &str, bytes: &'a [u8]) -> Result<impl Read + 'a> {
         let damaged = |why: String| Error::OffsiteObjectDamaged {
             object: object.to_string(),
             why,
         };
         let dec =
             age::Decryptor::new(bytes).map_err(|e| damaged(format!("not an age file: {e}")))?;
-        let mut r = dec
-            .decrypt(self.0.iter().map(|i| i.as_ref() as &dyn age::Identity))
+        dec.decrypt(self.0.iter().map(|i| i.as_ref() as &dyn age::Identity))
             .map_err(|e| match e {
                 age::DecryptError::NoMatchingKeys => Error::OffsiteWrongKey {
                     object: object.to_string(),
                 },
                 other => damaged(format!("age: {other}")),
-            })?;
-        let mut out = Vec::new();
-        r.read_to_end(&mut out)
-            .map_err(|e| damaged(format!("truncated or altered: {e}")))?;
-        Ok(out)
+            })
     }
 }
 

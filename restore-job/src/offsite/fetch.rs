@@ -21,7 +21,7 @@ use crate::config::Paths;
 use crate::durable::{self, BackupLock};
 use crate::error::{Error, Result};
 use crate::stamp::Stamp;
-use crate::validate::{self, Hashes};
+use crate::validate::{self, DbCheck, Hashes};
 
 /// The body of `offsite fetch`.
 #[derive(Debug, Clone, Serialize)]
@@ -158,7 +158,12 @@ pub fn fetch(
     durable::sync_path(&partial_dir)?;
 
     // The files were hashed as they were written: validation does not read them again.
-    let report = validate::validate_dir_with(&partial_dir, stamp.as_str(), Hashes::Known(&hashes));
+    let report = validate::validate_dir_with(
+        &partial_dir,
+        stamp.as_str(),
+        Hashes::Known(&hashes),
+        DbCheck::ProvenByHash,
+    );
     if !report.valid {
         return Err(Error::DamagedSnapshot {
             stamp: stamp.to_string(),

@@ -27,7 +27,7 @@ use crate::manifest::{self, Manifest};
 use crate::metadata;
 use crate::snapshot::published_stamps;
 use crate::stamp::Stamp;
-use crate::validate::{self, Hashes};
+use crate::validate::{self, DbCheck, Hashes};
 
 /// Which snapshots to push.
 #[derive(Debug, Clone)]
@@ -384,29 +384,35 @@ fn push_one(
     let packers = packers();
     let (to_packers, from_reader) = mpsc::sync_channel::<Piece>(2 * packers);
     let from_reader = Arc::new(Mutex::new(from_reader));
+    let (recycle, recycled) = mpsc::channel::<Vec<u8>>();
     let (to_uploader, from_packers) =
         tokio::sync::mpsc::channel::<(String, Vec<u8>)>(target.parallel().div_ceil(2).max(1));
 
     let (structure, read, packed, uploaded) = std::thread::scope(|s| {
-        let structure =
-            s.spawn(|| validate::validate_dir_with(&dir, stamp.as_str(), Hashes::Later));
+        let structure = s.spawn(|| {
+            validate::validate_dir_with(&dir, stamp.as_str(), Hashes::Later, DbCheck::ProvenByHash)
+        });
         let reader = {
             let known = &known;
             let cache = &cache;
             let manifest = &manifest;
             let big = &big;
-            s.spawn(move || read_files(big, manifest, cache, known, to_packers))
+            s.spawn(move || read_files(big, manifest, cache, known, to_packers, recycled))
         };
         let packing: Vec<_> = (0..packers)
             .map(|_| {
                 let from_reader = Arc::clone(&from_reader);
                 let to_uploader = to_uploader.clone();
+                let recycle = recycle.clone();
                 let known = &known;
-                s.spawn(move || pack_pieces(key, sealer, known, &from_reader, &to_uploader))
+                s.spawn(move || {
+                    pack_pieces(key, sealer, known, &from_reader, &to_uploader, &recycle)
+                })
             })
             .collect();
         drop(to_uploader);
         drop(from_reader);
+        drop(recycle);
         let uploaded = target.put_from(from_packers, keep_going);
         let read = reader
             .join()
@@ -588,6 +594,7 @@ fn read_files(
     cache: &FileCache,
     known: &Mutex<HashSet<String>>,
     to_packers: mpsc::SyncSender<Piece>,
+    recycled: mpsc::Receiver<Vec<u8>>,
 ) -> Result<Vec<FileRead>> {
     let stopped = || Error::Cancelled("the off-site push");
     let mut seq = 0;
@@ -617,11 +624,11 @@ fn read_files(
         chunker::split(&f.path, |data| {
             h.update(data);
             size += data.len() as u64;
+            let mut buf = recycled.try_recv().unwrap_or_default();
+            buf.clear();
+            buf.extend_from_slice(data);
             to_packers
-                .send(Piece {
-                    seq,
-                    data: data.to_vec(),
-                })
+                .send(Piece { seq, data: buf })
                 .map_err(|_| stopped())?;
             seq += 1;
             Ok(())
@@ -648,7 +655,9 @@ fn pack_pieces(
     known: &Mutex<HashSet<String>>,
     from_reader: &Mutex<mpsc::Receiver<Piece>>,
     to_uploader: &tokio::sync::mpsc::Sender<(String, Vec<u8>)>,
+    recycle: &mpsc::Sender<Vec<u8>>,
 ) -> Result<Vec<Packed>> {
+    let mut packer = chunker::Packer::new()?;
     let mut out = Vec::new();
     loop {
         let piece = from_reader.lock().unwrap_or_else(|p| p.into_inner()).recv();
@@ -662,13 +671,15 @@ fn pack_pieces(
             .insert(id.clone());
         let mut written = None;
         if fresh {
-            let obj = chunker::pack(sealer, &data)?;
+            let obj = packer.pack(sealer, &data)?;
             written = Some(obj.len() as u64);
             to_uploader
                 .blocking_send((chunker::chunk_key(&id), obj))
                 .map_err(|_| Error::Cancelled("the off-site push"))?;
         }
         out.push((seq, id, data.len() as u64, written));
+        // Back to the reader for another chunk: no allocation per chunk.
+        let _ = recycle.send(data);
     }
 }
 
