@@ -59,3 +59,17 @@ pub use retention::Policy;
 pub use snapshot::{BackupHooks, BackupOptions, ListReport, Quiesce};
 pub use stamp::Stamp;
 pub use validate::ValidationReport;
+
+/// Make glibc's malloc give large buffers back to the system as soon as they are
+/// freed. By default its mmap threshold grows to the size of the largest buffer freed
+/// so far, after which megabyte-sized buffers (a chunk being packed, an object being
+/// uploaded) come from per-thread heaps that are seldom trimmed: an off-site push's
+/// resident size then grows to several times the data it holds. Called first by the
+/// binaries; a no-op elsewhere than glibc.
+pub fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets a malloc parameter; it is called before any thread.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 << 10);
+    }
+}

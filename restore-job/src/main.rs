@@ -9,6 +9,7 @@ use clap::Parser;
 mod cli;
 
 fn main() -> ExitCode {
+    atocore_restore_job::tune_allocator();
     let args = cli::Arguments::parse();
     logging::init_logging(args.log_format);
     let (json, code) = cli::run(args);

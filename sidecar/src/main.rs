@@ -12,6 +12,7 @@ use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
+    atocore_restore_job::tune_allocator();
     let args = Arguments::parse();
     logging::init(args.log_format);
     let config = match Config::from_args(&args) {

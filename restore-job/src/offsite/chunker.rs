@@ -148,7 +148,7 @@ impl Packer {
     pub fn pack(&mut self, sealer: &Sealer, plain: &[u8]) -> Result<Vec<u8>> {
         self.buf.clear();
         self.buf
-            .reserve(zstd::zstd_safe::compress_bound(plain.len()));
+            .reserve_exact(zstd::zstd_safe::compress_bound(plain.len()));
         self.zstd
             .compress_to_buffer(plain, &mut self.buf)
             .map_err(compress_error)?;

@@ -269,16 +269,7 @@ fn write_files(
     });
     match (fetched, opened, wrote) {
         (Ok(()), Ok(()), Ok(done)) => Ok(done),
-        (f, o, w) => {
-            // The first real failure wins over the cancellations it caused.
-            let mut failures: Vec<Error> =
-                [f.err(), o.err(), w.err()].into_iter().flatten().collect();
-            let first = failures
-                .iter()
-                .position(|e| !matches!(e, Error::Cancelled(_)))
-                .unwrap_or(0);
-            Err(failures.swap_remove(first))
-        }
+        (f, o, w) => Err(super::first_failure([f.err(), o.err(), w.err()])),
     }
 }
 

@@ -512,6 +512,20 @@ pub(crate) fn now_rfc3339() -> String {
     Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
+/// Of the failures of a pipeline's stages, the one to report: the first real failure,
+/// not the cancellations it caused in the other stages.
+pub(crate) fn first_failure(failures: impl IntoIterator<Item = Option<Error>>) -> Error {
+    let mut failures: Vec<Error> = failures.into_iter().flatten().collect();
+    let first = failures
+        .iter()
+        .position(|e| !matches!(e, Error::Cancelled(_)))
+        .unwrap_or(0);
+    if failures.is_empty() {
+        return Error::Cancelled("the off-site transfer");
+    }
+    failures.swap_remove(first)
+}
+
 pub(crate) fn rel(path: &Path, root: &Path) -> String {
     path.strip_prefix(root)
         .unwrap_or(path)

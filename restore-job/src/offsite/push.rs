@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Condvar, Mutex, mpsc};
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -283,14 +283,15 @@ fn packers() -> usize {
 
 /// Push one snapshot.
 ///
-/// Three stages run at once, with bounded queues between them, so reading, CPU work
+/// Four stages run at once, with bounded queues between them, so reading, CPU work
 /// and uploads overlap and memory stays flat whatever the snapshot's size:
-/// 1. a reader walks the big files in order, cuts them into chunks (FastCDC) and hashes
-///    each file (SHA-256); a file the cache knows, whose chunks are all on the target,
-///    is not read at all;
-/// 2. packers name each chunk (keyed hash) and, for a chunk the target lacks,
+/// 1. a reader walks the big files in order and cuts them into chunks (FastCDC); a
+///    file the cache knows, whose chunks are all on the target, is not read at all;
+/// 2. a hasher computes each file's SHA-256 from its chunks, in order;
+/// 3. packers name each chunk (keyed hash) and, for a chunk the target lacks,
 ///    compress and seal it;
-/// 3. this thread uploads the sealed objects, [`Target::parallel`] at a time.
+/// 4. this thread uploads the sealed objects, [`Target::parallel`] at a time, with at
+///    most [`UPLOAD_BUDGET`] bytes waiting or in flight.
 ///
 /// Meanwhile another thread validates the snapshot's structure and database; the file
 /// hashes the reader computed complete that validation, so no file is read twice. An
@@ -382,9 +383,12 @@ fn push_one(
 
     let known = Mutex::new(std::mem::take(existing));
     let packers = packers();
-    let (to_packers, from_reader) = mpsc::sync_channel::<Piece>(2 * packers);
-    let from_reader = Arc::new(Mutex::new(from_reader));
-    let (recycle, recycled) = mpsc::channel::<Vec<u8>>();
+    let budget = Budget::new(UPLOAD_BUDGET.max(target.parallel() * (1 << 20)));
+    // One chunk waiting at each hand-over: the stages run at once, and at most a few
+    // chunks are held (each up to 4 MiB).
+    let (to_hasher, from_reader) = mpsc::sync_channel::<ToHasher>(1);
+    let (to_packers, from_hasher) = mpsc::sync_channel::<Piece>(1);
+    let from_hasher = Arc::new(Mutex::new(from_hasher));
     let (to_uploader, from_packers) =
         tokio::sync::mpsc::channel::<(String, Vec<u8>)>(target.parallel().div_ceil(2).max(1));
 
@@ -397,26 +401,50 @@ fn push_one(
             let cache = &cache;
             let manifest = &manifest;
             let big = &big;
-            s.spawn(move || read_files(big, manifest, cache, known, to_packers, recycled))
+            s.spawn(move || read_files(big, manifest, cache, known, to_hasher))
         };
+        let hasher = s.spawn(move || hash_files(from_reader, to_packers));
         let packing: Vec<_> = (0..packers)
             .map(|_| {
-                let from_reader = Arc::clone(&from_reader);
+                let from_hasher = Arc::clone(&from_hasher);
                 let to_uploader = to_uploader.clone();
-                let recycle = recycle.clone();
                 let known = &known;
+                let budget = &budget;
                 s.spawn(move || {
-                    pack_pieces(key, sealer, known, &from_reader, &to_uploader, &recycle)
+                    let stage = Stage {
+                        key,
+                        sealer,
+                        known,
+                        budget,
+                    };
+                    pack_pieces(&stage, &from_hasher, &to_uploader)
                 })
             })
             .collect();
         drop(to_uploader);
-        drop(from_reader);
-        drop(recycle);
-        let uploaded = target.put_from(from_packers, keep_going);
+        drop(from_hasher);
+        let uploaded = target.put_from(from_packers, keep_going, &|n| budget.give(n));
+        // A failed upload must not leave a packer waiting for room.
+        budget.close();
         let read = reader
             .join()
             .unwrap_or_else(|_| Err(Error::Cancelled("the off-site push (reader crashed)")));
+        let sums = hasher
+            .join()
+            .unwrap_or_else(|_| Err(Error::Cancelled("the off-site push (hasher crashed)")));
+        // Each file read gets its hash, in order.
+        let read = match (read, sums) {
+            (Ok(mut files), Ok(sums)) => {
+                let read_ones = files
+                    .iter_mut()
+                    .filter(|f| matches!(f.chunks, Chunked::Read { .. }));
+                for (f, sum) in read_ones.zip(sums) {
+                    f.sha256 = sum;
+                }
+                Ok(files)
+            }
+            (r, h) => Err(super::first_failure([r.err(), h.err()])),
+        };
         let mut packed = Ok(Vec::new());
         for p in packing {
             let r = p
@@ -441,18 +469,9 @@ fn push_one(
         (structure, read, packed, uploaded)
     });
     *existing = known.into_inner().unwrap_or_else(|p| p.into_inner());
-    // The first real failure wins over the cancellations it caused in the other stages.
     let (read, mut packed) = match (uploaded, read, packed) {
         (Ok(()), Ok(read), Ok(packed)) => (read, packed),
-        (u, r, p) => {
-            let mut failures: Vec<Error> =
-                [u.err(), r.err(), p.err()].into_iter().flatten().collect();
-            let first = failures
-                .iter()
-                .position(|e| !matches!(e, Error::Cancelled(_)))
-                .unwrap_or(0);
-            return Err(failures.swap_remove(first));
-        }
+        (u, r, p) => return Err(super::first_failure([u.err(), r.err(), p.err()])),
     };
 
     // Validation, completed with the hashes of what was read.
@@ -593,8 +612,7 @@ fn read_files(
     manifest: &Manifest,
     cache: &FileCache,
     known: &Mutex<HashSet<String>>,
-    to_packers: mpsc::SyncSender<Piece>,
-    recycled: mpsc::Receiver<Vec<u8>>,
+    to_hasher: mpsc::SyncSender<ToHasher>,
 ) -> Result<Vec<FileRead>> {
     let stopped = || Error::Cancelled("the off-site push");
     let mut seq = 0;
@@ -619,24 +637,25 @@ fn read_files(
             continue;
         }
         let first = seq;
-        let mut h = Sha256::new();
         let mut size = 0u64;
         chunker::split(&f.path, |data| {
-            h.update(data);
             size += data.len() as u64;
-            let mut buf = recycled.try_recv().unwrap_or_default();
-            buf.clear();
-            buf.extend_from_slice(data);
-            to_packers
-                .send(Piece { seq, data: buf })
+            // A buffer of exactly the chunk's size, freed (given back to the system,
+            // see `tune_allocator`) once packed: pooling buffers instead would keep
+            // each at the largest chunk it ever held.
+            let buf = data.to_vec();
+            to_hasher
+                .send(ToHasher::Piece(Piece { seq, data: buf }))
                 .map_err(|_| stopped())?;
             seq += 1;
             Ok(())
         })?;
+        to_hasher.send(ToHasher::EndOfFile).map_err(|_| stopped())?;
         out.push(FileRead {
             entry: f.entry,
             rel: f.rel.clone(),
-            sha256: hex::encode(h.finalize()),
+            // Filled in from the hasher's answer.
+            sha256: String::new(),
             size,
             chunks: Chunked::Read {
                 first,
@@ -647,15 +666,48 @@ fn read_files(
     Ok(out)
 }
 
+/// What the reader hands the hasher: the chunks of one file, then its end.
+enum ToHasher {
+    Piece(Piece),
+    EndOfFile,
+}
+
+/// The hasher stage: the SHA-256 of each file read, in order, from its chunks, which
+/// it then hands on to the packers (so the reader only reads and cuts).
+fn hash_files(
+    from_reader: mpsc::Receiver<ToHasher>,
+    to_packers: mpsc::SyncSender<Piece>,
+) -> Result<Vec<String>> {
+    let mut sums = Vec::new();
+    let mut h = Sha256::new();
+    for m in from_reader {
+        match m {
+            ToHasher::Piece(p) => {
+                h.update(&p.data);
+                to_packers
+                    .send(p)
+                    .map_err(|_| Error::Cancelled("the off-site push"))?;
+            }
+            ToHasher::EndOfFile => sums.push(hex::encode(h.finalize_reset())),
+        }
+    }
+    Ok(sums)
+}
+
+/// What the packers share.
+struct Stage<'a> {
+    key: &'a RepoKey,
+    sealer: &'a Sealer,
+    known: &'a Mutex<HashSet<String>>,
+    budget: &'a Budget,
+}
+
 /// A packer: name each chunk; compress, seal and queue the ones the target lacks
 /// (each exactly once, whichever packer or file meets it first).
 fn pack_pieces(
-    key: &RepoKey,
-    sealer: &Sealer,
-    known: &Mutex<HashSet<String>>,
+    stage: &Stage<'_>,
     from_reader: &Mutex<mpsc::Receiver<Piece>>,
     to_uploader: &tokio::sync::mpsc::Sender<(String, Vec<u8>)>,
-    recycle: &mpsc::Sender<Vec<u8>>,
 ) -> Result<Vec<Packed>> {
     let mut packer = chunker::Packer::new()?;
     let mut out = Vec::new();
@@ -664,22 +716,72 @@ fn pack_pieces(
         let Ok(Piece { seq, data }) = piece else {
             return Ok(out);
         };
-        let id = key.id(&data);
-        let fresh = known
+        let id = stage.key.id(&data);
+        let fresh = stage
+            .known
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(id.clone());
         let mut written = None;
         if fresh {
-            let obj = packer.pack(sealer, &data)?;
+            let obj = packer.pack(stage.sealer, &data)?;
             written = Some(obj.len() as u64);
+            stage.budget.take(obj.len() as u64)?;
             to_uploader
                 .blocking_send((chunker::chunk_key(&id), obj))
                 .map_err(|_| Error::Cancelled("the off-site push"))?;
         }
         out.push((seq, id, data.len() as u64, written));
-        // Back to the reader for another chunk: no allocation per chunk.
-        let _ = recycle.send(data);
+    }
+}
+
+/// Bytes of sealed chunks queued or being uploaded at most (more when the target runs
+/// more requests at once: 1 MiB each, the average chunk).
+const UPLOAD_BUDGET: usize = 8 << 20;
+
+/// The bytes of sealed chunks between the packers and the end of their upload, held
+/// under a cap so memory stays flat when the target is slower than the packers;
+/// `None` once the uploads stopped.
+struct Budget {
+    used: Mutex<Option<u64>>,
+    freed: Condvar,
+    cap: u64,
+}
+
+impl Budget {
+    fn new(cap: usize) -> Budget {
+        Budget {
+            used: Mutex::new(Some(0)),
+            freed: Condvar::new(),
+            cap: cap as u64,
+        }
+    }
+
+    /// Wait for room for `n` bytes (an object bigger than the cap goes alone).
+    fn take(&self, n: u64) -> Result<()> {
+        let mut used = self.used.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            match *used {
+                None => return Err(Error::Cancelled("the off-site push")),
+                Some(u) if u == 0 || u + n <= self.cap => {
+                    *used = Some(u + n);
+                    return Ok(());
+                }
+                Some(_) => used = self.freed.wait(used).unwrap_or_else(|p| p.into_inner()),
+            }
+        }
+    }
+
+    fn give(&self, n: u64) {
+        if let Some(u) = self.used.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
+            *u = u.saturating_sub(n);
+        }
+        self.freed.notify_all();
+    }
+
+    fn close(&self) {
+        *self.used.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        self.freed.notify_all();
     }
 }
 

@@ -339,27 +339,29 @@ impl Target {
 
     /// Write objects, [`Target::parallel`] at a time (paced when a bandwidth is set).
     pub fn put_many(&self, items: Vec<(String, Vec<u8>)>) -> Result<()> {
-        self.put_all(stream::iter(items), &|| true)
+        self.put_all(stream::iter(items), &|| true, &|_| {})
     }
 
     /// Write the objects `rx` delivers as they come, [`Target::parallel`] at a time, until
-    /// every sender is gone. Used by a push whose chunks are packed on other threads
-    /// while this one uploads. Stops at the first failed write, or when `keep_going`
-    /// (asked after each write) says no ([`Error::Cancelled`]); dropping `rx` then
-    /// tells the senders to stop.
+    /// every sender is gone, telling `written` the size of each once it is written.
+    /// Used by a push whose chunks are packed on other threads while this one uploads.
+    /// Stops at the first failed write, or when `keep_going` (asked after each write)
+    /// says no ([`Error::Cancelled`]); dropping `rx` then tells the senders to stop.
     pub fn put_from(
         &self,
         rx: tokio::sync::mpsc::Receiver<(String, Vec<u8>)>,
         keep_going: &dyn Fn() -> bool,
+        written: &dyn Fn(u64),
     ) -> Result<()> {
         let items = stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|i| (i, rx)) });
-        self.put_all(items, keep_going)
+        self.put_all(items, keep_going, written)
     }
 
     fn put_all(
         &self,
         items: impl futures_util::Stream<Item = (String, Vec<u8>)>,
         keep_going: &dyn Fn() -> bool,
+        written: &dyn Fn(u64),
     ) -> Result<()> {
         let store = &self.store;
         let pacer = self.pacer.as_ref();
@@ -380,6 +382,7 @@ impl Target {
         self.rt.block_on(async {
             while let Some((key, n, r)) = puts.next().await {
                 self.put_done(&key, n, r)?;
+                written(n);
                 if !keep_going() {
                     return Err(Error::Cancelled("the off-site push"));
                 }
