@@ -294,17 +294,18 @@ impl Default for Progress {
 }
 
 impl Progress {
-    fn set(&self, v: Option<usize>) {
-        *self.written.lock().unwrap_or_else(|p| p.into_inner()) = v;
+    /// The writer wrote `written` chunks (unless a stage failed meanwhile: an abort
+    /// stays).
+    fn advance(&self, written: usize) {
+        if let Some(w) = self.written.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
+            *w = written;
+        }
         self.moved.notify_all();
     }
 
-    fn advance(&self, written: usize) {
-        self.set(Some(written));
-    }
-
     fn abort(&self) {
-        self.set(None);
+        *self.written.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        self.moved.notify_all();
     }
 
     /// Wait until chunk `seq` may be handed on: fewer than `window` chunks ahead of
@@ -322,68 +323,124 @@ impl Progress {
 }
 
 /// The writer stage of [`write_files`]: chunks arrive out of order from the openers and
-/// are written in order. On any failure it marks the window closed so the downloads
-/// stop waiting.
+/// are written in order; a checker thread beside it hashes what was written, syncs
+/// each finished file and checks it against the index, so hashing and syncing overlap
+/// the writing of the next file. On any failure it marks the window closed so the
+/// downloads stop waiting.
 fn write_in_order(
     files: &[(&Entry, PathBuf)],
     index_object: &str,
     from_openers: mpsc::Receiver<(usize, Vec<u8>)>,
     written: &Progress,
 ) -> Result<(BTreeMap<String, String>, u64)> {
-    write_in_order_inner(files, index_object, &from_openers, written)
-        .inspect_err(|_| written.abort())
+    let (to_checker, from_writer) = mpsc::sync_channel::<Written>(2);
+    let (wrote, checked) = std::thread::scope(|s| {
+        let checker = s.spawn(move || check_files(files, index_object, from_writer));
+        let wrote = write_chunks(files, index_object, &from_openers, to_checker, written);
+        let checked = checker
+            .join()
+            .unwrap_or_else(|_| Err(Error::Cancelled("the off-site fetch (checker crashed)")));
+        (wrote, checked)
+    });
+    match (wrote, checked) {
+        (Ok(chunks), Ok(hashes)) => Ok((hashes, chunks)),
+        (w, c) => {
+            written.abort();
+            Err(super::first_failure([w.err(), c.err()]))
+        }
+    }
 }
 
-fn write_in_order_inner(
+/// What the writer hands the checker: bytes written to the current file, then the
+/// file itself once complete.
+enum Written {
+    Bytes(Vec<u8>),
+    File(File),
+}
+
+fn write_chunks(
     files: &[(&Entry, PathBuf)],
     index_object: &str,
     from_openers: &mpsc::Receiver<(usize, Vec<u8>)>,
+    to_checker: mpsc::SyncSender<Written>,
     written: &Progress,
-) -> Result<(BTreeMap<String, String>, u64)> {
+) -> Result<u64> {
+    let stopped = || Error::Cancelled("the off-site fetch");
     let mut pending: BTreeMap<usize, Vec<u8>> = BTreeMap::new();
     let mut next = 0usize;
-    let mut hashes = BTreeMap::new();
     for (e, out) in files {
         let mut f = File::create(out).map_err(Error::io("create", out))?;
-        let mut h = Sha256::new();
-        let mut size = 0u64;
         if let Some(hexed) = &e.inline {
             let bytes = hex::decode(hexed).map_err(|_| Error::OffsiteObjectDamaged {
                 object: index_object.to_string(),
                 why: format!("the inline content of {} is not hex", e.path),
             })?;
-            h.update(&bytes);
-            size += bytes.len() as u64;
             f.write_all(&bytes).map_err(Error::io("write", out))?;
+            to_checker
+                .send(Written::Bytes(bytes))
+                .map_err(|_| stopped())?;
         }
         for _ in &e.chunks {
             let plain = loop {
                 if let Some(p) = pending.remove(&next) {
                     break p;
                 }
-                let (seq, p) = from_openers
-                    .recv()
-                    .map_err(|_| Error::Cancelled("the off-site fetch"))?;
+                let (seq, p) = from_openers.recv().map_err(|_| stopped())?;
                 pending.insert(seq, p);
             };
-            h.update(&plain);
-            size += plain.len() as u64;
             f.write_all(&plain).map_err(Error::io("write", out))?;
             next += 1;
             written.advance(next);
+            to_checker
+                .send(Written::Bytes(plain))
+                .map_err(|_| stopped())?;
         }
-        f.sync_all().map_err(Error::io("sync", out))?;
-        let sum = hex::encode(h.finalize());
-        if size != e.size || e.sha256.as_deref().is_some_and(|s| s != sum) {
-            return Err(Error::OffsiteObjectDamaged {
-                object: index_object.to_string(),
-                why: format!(
-                    "{} rebuilt to {size} bytes with SHA-256 {sum}, the index says {} bytes",
-                    e.path, e.size
-                ),
-            });
-        }
-        hashes.insert(e.path.clone(), sum);
+        to_checker.send(Written::File(f)).map_err(|_| stopped())?;
     }
-    Ok((hashes, next as u64))
+    Ok(next as u64)
+}
+
+/// The checker: each file's SHA-256 from what was written to it, then fsync, then the
+/// size and hash against the index.
+fn check_files(
+    files: &[(&Entry, PathBuf)],
+    index_object: &str,
+    from_writer: mpsc::Receiver<Written>,
+) -> Result<BTreeMap<String, String>> {
+    let mut hashes = BTreeMap::new();
+    let mut files = files.iter();
+    let mut h = Sha256::new();
+    let mut size = 0u64;
+    for w in from_writer {
+        match w {
+            Written::Bytes(b) => {
+                h.update(&b);
+                size += b.len() as u64;
+            }
+            Written::File(f) => {
+                let Some((e, out)) = files.next() else {
+                    return Err(Error::Cancelled(
+                        "the off-site fetch (more files than asked)",
+                    ));
+                };
+                f.sync_all().map_err(Error::io("sync", out))?;
+                let sum = hex::encode(h.finalize_reset());
+                if size != e.size || e.sha256.as_deref().is_some_and(|s| s != sum) {
+                    return Err(Error::OffsiteObjectDamaged {
+                        object: index_object.to_string(),
+                        why: format!(
+                            "{} rebuilt to {size} bytes with SHA-256 {sum}, the index says {} bytes",
+                            e.path, e.size
+                        ),
+                    });
+                }
+                size = 0;
+                hashes.insert(e.path.clone(), sum);
+            }
+        }
+    }
+    if files.next().is_some() {
+        return Err(Error::Cancelled("the off-site fetch"));
+    }
+    Ok(hashes)
 }
