@@ -1115,7 +1115,7 @@ fn unchanged_files_are_not_read_again_and_the_cache_is_never_trusted_blindly() {
         .collect();
     assert_eq!(caches.len(), 1, "{caches:?}");
     let text = fs::read_to_string(&caches[0]).unwrap();
-    let some_id = healed_first_id(&text);
+    let some_id = first_chunk_id_in_cache(&text);
     fs::write(
         &caches[0],
         text.replacen(&some_id, &"0".repeat(some_id.len()), 1),
@@ -1137,8 +1137,8 @@ fn unchanged_files_are_not_read_again_and_the_cache_is_never_trusted_blindly() {
     );
 }
 
-/// The first 64-hex-digit chunk id in a cache file.
-fn healed_first_id(text: &str) -> String {
+/// The first chunk id named in a file cache.
+fn first_chunk_id_in_cache(text: &str) -> String {
     let v: Value = serde_json::from_str(text).unwrap();
     let files = v["body"]["files"].as_object().unwrap();
     let (_, entry) = files.iter().next().unwrap();
@@ -1161,17 +1161,7 @@ fn a_snapshot_damaged_on_disk_is_never_listed_off_site() {
     bytes[1000] ^= 0x40;
     fs::write(&victim, bytes).unwrap();
 
-    let r = site.run(&["offsite", "push", &stamp]);
-    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
-    assert_eq!(r.json["error"], "snapshot_invalid", "{}", r.stdout);
-    assert!(
-        r.json["message"]
-            .as_str()
-            .unwrap()
-            .contains("data_level3.bin"),
-        "{}",
-        r.stdout
-    );
+    push_is_refused_as_invalid(&site, &stamp, "data_level3.bin");
     let r = site.run(&["offsite", "push"]);
     assert_eq!(r.code, 2, "{}\n{}", r.stdout, r.stderr);
     assert!(
@@ -1237,19 +1227,21 @@ fn a_damaged_database_without_proof_of_its_check_is_never_pushed() {
     );
     fs::write(&meta_path, serde_json::to_vec_pretty(&meta).unwrap()).unwrap();
 
-    let r = site.run(&["offsite", "push", &stamp]);
-    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
-    assert_eq!(r.json["error"], "snapshot_invalid", "{}", r.stdout);
-    assert!(
-        r.json["message"]
-            .as_str()
-            .unwrap()
-            .contains("db_integrity_check_failed"),
-        "{}",
-        r.stdout
-    );
+    push_is_refused_as_invalid(&site, &stamp, "db_integrity_check_failed");
     assert_eq!(
         site.ok(&["offsite", "list"])["snapshots"],
         serde_json::json!([])
+    );
+}
+
+/// `offsite push STAMP` fails with `snapshot_invalid` (exit 1), naming `why`.
+fn push_is_refused_as_invalid(site: &Site, stamp: &str, why: &str) {
+    let r = site.run(&["offsite", "push", stamp]);
+    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(r.json["error"], "snapshot_invalid", "{}", r.stdout);
+    assert!(
+        r.json["message"].as_str().unwrap().contains(why),
+        "the refusal does not name {why}: {}",
+        r.stdout
     );
 }

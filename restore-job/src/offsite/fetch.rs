@@ -297,7 +297,12 @@ impl Progress {
     /// The writer wrote `written` chunks (unless a stage failed meanwhile: an abort
     /// stays).
     fn advance(&self, written: usize) {
-        if let Some(w) = self.written.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
+        if let Some(w) = self
+            .written
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_mut()
+        {
             *w = written;
         }
         self.moved.notify_all();
