@@ -311,6 +311,13 @@ fn push_one(
         keep_going,
     } = *session;
     let dir = paths.snapshot_dir(stamp);
+    // Never read through a snapshot folder that is a link (validation refuses it).
+    if fs::symlink_metadata(&dir).is_ok_and(|m| m.file_type().is_symlink()) {
+        return Err(Error::InvalidSnapshot {
+            stamp: stamp.to_string(),
+            codes: vec![validate::SNAPSHOT_IS_SYMLINK.into()],
+        });
+    }
     if !dir.is_dir() {
         return Err(Error::UnknownStamp {
             stamp: stamp.to_string(),
