@@ -1245,3 +1245,30 @@ fn push_is_refused_as_invalid(site: &Site, stamp: &str, why: &str) {
         r.stdout
     );
 }
+
+/// A snapshot folder that is a link is not a snapshot: named, it is unknown; unnamed,
+/// there is nothing to push; nothing it points to is read or uploaded.
+#[test]
+fn a_snapshot_folder_that_is_a_link_is_never_read_through() {
+    let site = Site::new(2_000);
+    let stamp = site.backup();
+    let snapshots = site.paths().snapshots_dir();
+    let elsewhere = site.install.dir.path().join("elsewhere");
+    fs::rename(snapshots.join(&stamp), &elsewhere).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, snapshots.join(&stamp)).unwrap();
+
+    let r = site.run(&["offsite", "push", &stamp]);
+    assert_eq!(r.code, 2, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(r.json["error"], "unknown_stamp", "{}", r.stdout);
+    let r = site.run(&["offsite", "push", "--missing"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(r.json["pushed"], serde_json::json!([]), "{}", r.stdout);
+    assert!(
+        !site.remote().join("chunks").exists()
+            || fs::read_dir(site.remote().join("chunks"))
+                .unwrap()
+                .next()
+                .is_none(),
+        "chunks were uploaded from behind the link"
+    );
+}
