@@ -8,7 +8,7 @@ use std::fs::{self, File};
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
-use std::sync::{Arc, Condvar, Mutex, mpsc};
+use std::sync::{Arc, Mutex, mpsc};
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -17,6 +17,7 @@ use super::chunker::{self, RepoKey};
 use super::crypto::Identity;
 use super::format::{Entry, EntryKind, Index, Reference};
 use super::store::{Requests, Target};
+use super::{Gauge, joined, joined_all};
 use crate::config::Paths;
 use crate::durable::{self, BackupLock};
 use crate::error::{Error, Result};
@@ -214,7 +215,8 @@ fn write_files(
     let (to_openers, from_main) = mpsc::sync_channel::<(usize, bytes::Bytes)>(openers);
     let from_main = Arc::new(Mutex::new(from_main));
     let (to_writer, from_openers) = mpsc::channel::<(usize, Vec<u8>)>();
-    let written = Progress::default();
+    // How many chunks the writer has written: the downloads stay within the window.
+    let written = Gauge::new(0, "the off-site fetch");
 
     let (fetched, opened, wrote) = std::thread::scope(|s| {
         let opening: Vec<_> = (0..openers)
@@ -229,7 +231,7 @@ fn write_files(
                         let Ok((seq, body)) = job else { return Ok(()) };
                         let (id, len) = wanted[seq];
                         let plain = chunker::unpack_chunk(opener, key, id, &body, *len)
-                            .inspect_err(|_| written.abort())?;
+                            .inspect_err(|_| written.close())?;
                         to_writer
                             .send((seq, plain))
                             .map_err(|_| Error::Cancelled("the off-site fetch"))?;
@@ -246,25 +248,15 @@ fn write_files(
         let fetched = target.get_each(
             wanted.iter().map(|(id, _)| chunker::chunk_key(id)),
             |seq, body| {
-                written.wait_for_room(seq, window)?;
+                written.wait(|done| (seq as u64) < done + window as u64, |done| done)?;
                 to_openers
                     .send((seq, body))
                     .map_err(|_| Error::Cancelled("the off-site fetch"))
             },
         );
         drop(to_openers);
-        let mut opened = Ok(());
-        for o in opening {
-            let r = o
-                .join()
-                .unwrap_or_else(|_| Err(Error::Cancelled("the off-site fetch (crashed)")));
-            if opened.is_ok() {
-                opened = r;
-            }
-        }
-        let wrote = writer
-            .join()
-            .unwrap_or_else(|_| Err(Error::Cancelled("the off-site fetch (writer crashed)")));
+        let opened = joined_all(opening, "the off-site fetch (opener crashed)").map(|_| ());
+        let wrote = joined(writer, "the off-site fetch (writer crashed)");
         (fetched, opened, wrote)
     });
     match (fetched, opened, wrote) {
@@ -277,56 +269,6 @@ fn write_files(
 /// requests at once).
 const WINDOW: usize = 16;
 
-/// How many chunks the writer has written, so the downloads stay within the window;
-/// `None` once a stage failed (everyone stops waiting).
-struct Progress {
-    written: Mutex<Option<usize>>,
-    moved: Condvar,
-}
-
-impl Default for Progress {
-    fn default() -> Progress {
-        Progress {
-            written: Mutex::new(Some(0)),
-            moved: Condvar::new(),
-        }
-    }
-}
-
-impl Progress {
-    /// The writer wrote `written` chunks (unless a stage failed meanwhile: an abort
-    /// stays).
-    fn advance(&self, written: usize) {
-        if let Some(w) = self
-            .written
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_mut()
-        {
-            *w = written;
-        }
-        self.moved.notify_all();
-    }
-
-    fn abort(&self) {
-        *self.written.lock().unwrap_or_else(|p| p.into_inner()) = None;
-        self.moved.notify_all();
-    }
-
-    /// Wait until chunk `seq` may be handed on: fewer than `window` chunks ahead of
-    /// the writer.
-    fn wait_for_room(&self, seq: usize, window: usize) -> Result<()> {
-        let mut w = self.written.lock().unwrap_or_else(|p| p.into_inner());
-        loop {
-            match *w {
-                None => return Err(Error::Cancelled("the off-site fetch")),
-                Some(done) if seq < done + window => return Ok(()),
-                Some(_) => w = self.moved.wait(w).unwrap_or_else(|p| p.into_inner()),
-            }
-        }
-    }
-}
-
 /// The writer stage of [`write_files`]: chunks arrive out of order from the openers and
 /// are written in order; a checker thread beside it hashes what was written, syncs
 /// each finished file and checks it against the index, so hashing and syncing overlap
@@ -336,21 +278,19 @@ fn write_in_order(
     files: &[(&Entry, PathBuf)],
     index_object: &str,
     from_openers: mpsc::Receiver<(usize, Vec<u8>)>,
-    written: &Progress,
+    written: &Gauge,
 ) -> Result<(BTreeMap<String, String>, u64)> {
     let (to_checker, from_writer) = mpsc::sync_channel::<Written>(2);
     let (wrote, checked) = std::thread::scope(|s| {
         let checker = s.spawn(move || check_files(files, index_object, from_writer));
         let wrote = write_chunks(files, index_object, &from_openers, to_checker, written);
-        let checked = checker
-            .join()
-            .unwrap_or_else(|_| Err(Error::Cancelled("the off-site fetch (checker crashed)")));
+        let checked = joined(checker, "the off-site fetch (checker crashed)");
         (wrote, checked)
     });
     match (wrote, checked) {
         (Ok(chunks), Ok(hashes)) => Ok((hashes, chunks)),
         (w, c) => {
-            written.abort();
+            written.close();
             Err(super::first_failure([w.err(), c.err()]))
         }
     }
@@ -368,7 +308,7 @@ fn write_chunks(
     index_object: &str,
     from_openers: &mpsc::Receiver<(usize, Vec<u8>)>,
     to_checker: mpsc::SyncSender<Written>,
-    written: &Progress,
+    written: &Gauge,
 ) -> Result<u64> {
     let stopped = || Error::Cancelled("the off-site fetch");
     let mut pending: BTreeMap<usize, Vec<u8>> = BTreeMap::new();
@@ -395,7 +335,7 @@ fn write_chunks(
             };
             f.write_all(&plain).map_err(Error::io("write", out))?;
             next += 1;
-            written.advance(next);
+            written.update(|_| next as u64);
             to_checker
                 .send(Written::Bytes(plain))
                 .map_err(|_| stopped())?;

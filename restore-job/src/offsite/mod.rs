@@ -512,6 +512,84 @@ pub(crate) fn now_rfc3339() -> String {
     Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
+/// A number the stages of a pipeline share: one stage waits for it to allow a step,
+/// another moves it. Closing it (a stage failed or stopped) wakes every waiter with
+/// [`Error::Cancelled`], and no later move reopens it.
+pub(crate) struct Gauge {
+    value: std::sync::Mutex<Option<u64>>,
+    moved: std::sync::Condvar,
+    /// What a cancelled waiter was part of (`the off-site push`).
+    what: &'static str,
+}
+
+impl Gauge {
+    pub(crate) fn new(start: u64, what: &'static str) -> Gauge {
+        Gauge {
+            value: std::sync::Mutex::new(Some(start)),
+            moved: std::sync::Condvar::new(),
+            what,
+        }
+    }
+
+    /// Wait until `ready(value)`, then set the value to `then(value)`.
+    pub(crate) fn wait(
+        &self,
+        ready: impl Fn(u64) -> bool,
+        then: impl FnOnce(u64) -> u64,
+    ) -> Result<()> {
+        let mut v = self.value.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            match *v {
+                None => return Err(Error::Cancelled(self.what)),
+                Some(x) if ready(x) => {
+                    *v = Some(then(x));
+                    return Ok(());
+                }
+                Some(_) => v = self.moved.wait(v).unwrap_or_else(|p| p.into_inner()),
+            }
+        }
+    }
+
+    /// Move the value (unless the gauge is closed) and wake the waiters.
+    pub(crate) fn update(&self, f: impl FnOnce(u64) -> u64) {
+        if let Some(x) = self
+            .value
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_mut()
+        {
+            *x = f(*x);
+        }
+        self.moved.notify_all();
+    }
+
+    pub(crate) fn close(&self) {
+        *self.value.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        self.moved.notify_all();
+    }
+}
+
+/// The result of a pipeline stage's thread; a stage that panicked is `Cancelled` with
+/// `what` (`the off-site push (reader crashed)`).
+pub(crate) fn joined<T>(
+    stage: std::thread::ScopedJoinHandle<'_, Result<T>>,
+    what: &'static str,
+) -> Result<T> {
+    stage.join().unwrap_or_else(|_| Err(Error::Cancelled(what)))
+}
+
+/// The results of several threads of one stage, or its first real failure.
+pub(crate) fn joined_all<'a, T: 'a>(
+    stages: impl IntoIterator<Item = std::thread::ScopedJoinHandle<'a, Result<T>>>,
+    what: &'static str,
+) -> Result<Vec<T>> {
+    let results: Vec<Result<T>> = stages.into_iter().map(|s| joined(s, what)).collect();
+    if results.iter().all(|r| r.is_ok()) {
+        return Ok(results.into_iter().flatten().collect());
+    }
+    Err(first_failure(results.into_iter().map(|r| r.err())))
+}
+
 /// Of the failures of a pipeline's stages, the one to report: the first real failure,
 /// not the cancellations it caused in the other stages.
 pub(crate) fn first_failure(failures: impl IntoIterator<Item = Option<Error>>) -> Error {

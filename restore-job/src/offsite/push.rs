@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex, mpsc};
+use std::sync::{Arc, Mutex, mpsc};
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -20,6 +20,7 @@ use super::chunker::{self, RepoKey};
 use super::crypto::{Identity, Sealer};
 use super::format::{self, Entry, EntryKind, Index, Reference, RepoConfig};
 use super::store::{Requests, Target};
+use super::{Gauge, joined, joined_all};
 use crate::config::Paths;
 use crate::error::{Error, Result};
 use crate::layout::METADATA_FILE;
@@ -390,7 +391,10 @@ fn push_one(
 
     let known = Mutex::new(std::mem::take(existing));
     let packers = packers();
-    let budget = Budget::new(UPLOAD_BUDGET.max(target.parallel() * (1 << 20)));
+    // The bytes of sealed chunks between the packers and the end of their upload, held
+    // under a cap so memory stays flat when the target is slower than the packers.
+    let budget = Gauge::new(0, "the off-site push");
+    let cap = UPLOAD_BUDGET.max(target.parallel() * (1 << 20)) as u64;
     // One chunk waiting at each hand-over: the stages run at once, and at most a few
     // chunks are held (each up to 4 MiB).
     let (to_hasher, from_reader) = mpsc::sync_channel::<ToHasher>(1);
@@ -423,6 +427,7 @@ fn push_one(
                         sealer,
                         known,
                         budget,
+                        cap,
                     };
                     pack_pieces(&stage, &from_hasher, &to_uploader)
                 })
@@ -430,15 +435,13 @@ fn push_one(
             .collect();
         drop(to_uploader);
         drop(from_hasher);
-        let uploaded = target.put_from(from_packers, keep_going, &|n| budget.give(n));
+        let uploaded = target.put_from(from_packers, keep_going, &|n| {
+            budget.update(|used| used.saturating_sub(n))
+        });
         // A failed upload must not leave a packer waiting for room.
         budget.close();
-        let read = reader
-            .join()
-            .unwrap_or_else(|_| Err(Error::Cancelled("the off-site push (reader crashed)")));
-        let sums = hasher
-            .join()
-            .unwrap_or_else(|_| Err(Error::Cancelled("the off-site push (hasher crashed)")));
+        let read = joined(reader, "the off-site push (reader crashed)");
+        let sums = joined(hasher, "the off-site push (hasher crashed)");
         // Each file read gets its hash, in order.
         let read = match (read, sums) {
             (Ok(mut files), Ok(sums)) => {
@@ -452,19 +455,8 @@ fn push_one(
             }
             (r, h) => Err(super::first_failure([r.err(), h.err()])),
         };
-        let mut packed = Ok(Vec::new());
-        for p in packing {
-            let r = p
-                .join()
-                .unwrap_or_else(|_| Err(Error::Cancelled("the off-site push (packer crashed)")));
-            packed = match (packed, r) {
-                (Ok(mut all), Ok(mine)) => {
-                    all.extend(mine);
-                    Ok(all)
-                }
-                (Err(e), _) | (Ok(_), Err(e)) => Err(e),
-            };
-        }
+        let packed = joined_all(packing, "the off-site push (packer crashed)")
+            .map(|all| all.into_iter().flatten().collect::<Vec<Packed>>());
         let structure = structure
             .join()
             .unwrap_or_else(|_| validate::ValidationReport {
@@ -706,7 +698,9 @@ struct Stage<'a> {
     key: &'a RepoKey,
     sealer: &'a Sealer,
     known: &'a Mutex<HashSet<String>>,
-    budget: &'a Budget,
+    /// Bytes of sealed chunks waiting for or in upload, and their cap.
+    budget: &'a Gauge,
+    cap: u64,
 }
 
 /// A packer: name each chunk; compress, seal and queue the ones the target lacks
@@ -733,7 +727,11 @@ fn pack_pieces(
         if fresh {
             let obj = packer.pack(stage.sealer, &data)?;
             written = Some(obj.len() as u64);
-            stage.budget.take(obj.len() as u64)?;
+            // Room for it (an object bigger than the cap goes alone).
+            let n = obj.len() as u64;
+            stage
+                .budget
+                .wait(|used| used == 0 || used + n <= stage.cap, |used| used + n)?;
             to_uploader
                 .blocking_send((chunker::chunk_key(&id), obj))
                 .map_err(|_| Error::Cancelled("the off-site push"))?;
@@ -745,52 +743,6 @@ fn pack_pieces(
 /// Bytes of sealed chunks queued or being uploaded at most (more when the target runs
 /// more requests at once: 1 MiB each, the average chunk).
 const UPLOAD_BUDGET: usize = 8 << 20;
-
-/// The bytes of sealed chunks between the packers and the end of their upload, held
-/// under a cap so memory stays flat when the target is slower than the packers;
-/// `None` once the uploads stopped.
-struct Budget {
-    used: Mutex<Option<u64>>,
-    freed: Condvar,
-    cap: u64,
-}
-
-impl Budget {
-    fn new(cap: usize) -> Budget {
-        Budget {
-            used: Mutex::new(Some(0)),
-            freed: Condvar::new(),
-            cap: cap as u64,
-        }
-    }
-
-    /// Wait for room for `n` bytes (an object bigger than the cap goes alone).
-    fn take(&self, n: u64) -> Result<()> {
-        let mut used = self.used.lock().unwrap_or_else(|p| p.into_inner());
-        loop {
-            match *used {
-                None => return Err(Error::Cancelled("the off-site push")),
-                Some(u) if u == 0 || u + n <= self.cap => {
-                    *used = Some(u + n);
-                    return Ok(());
-                }
-                Some(_) => used = self.freed.wait(used).unwrap_or_else(|p| p.into_inner()),
-            }
-        }
-    }
-
-    fn give(&self, n: u64) {
-        if let Some(u) = self.used.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
-            *u = u.saturating_sub(n);
-        }
-        self.freed.notify_all();
-    }
-
-    fn close(&self) {
-        *self.used.lock().unwrap_or_else(|p| p.into_inner()) = None;
-        self.freed.notify_all();
-    }
-}
 
 /// Visit the entries below `dir`, parents before children, sorted by name.
 fn walk(dir: &Path, f: &mut dyn FnMut(&Path, &fs::Metadata) -> Result<()>) -> Result<()> {
