@@ -327,21 +327,7 @@ fn staging_refuses_a_crafted_index_even_when_validation_was_skipped() {
     craft(&i, &stamp);
     // The manifest is made to agree with the crafted index: only staging can stop it.
     let snap = i.snapshot_dir(&stamp);
-    let h = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
-        std::fs::read(snap.join("chroma-index.json")).unwrap(),
-    ));
-    let manifest: String = std::fs::read_to_string(snap.join("manifest.sha256"))
-        .unwrap()
-        .lines()
-        .map(|l| {
-            if l.ends_with("  chroma-index.json") {
-                format!("{h}  chroma-index.json\n")
-            } else {
-                format!("{l}\n")
-            }
-        })
-        .collect();
-    std::fs::write(snap.join("manifest.sha256"), manifest).unwrap();
+    rehash_in_manifest(&snap, "chroma-index.json");
     let data = i.paths.chroma.parent().unwrap().to_path_buf();
     let r = atocore_restore_job::restore::restore(
         &i.paths,

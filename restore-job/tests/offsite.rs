@@ -1164,20 +1164,8 @@ fn a_snapshot_damaged_on_disk_is_never_listed_off_site() {
     push_is_refused_as_invalid(&site, &stamp, "data_level3.bin");
     let r = site.run(&["offsite", "push"]);
     assert_eq!(r.code, 2, "{}\n{}", r.stdout, r.stderr);
-    assert!(
-        !site.remote().join("snapshots").exists()
-            || fs::read_dir(site.remote().join("snapshots"))
-                .unwrap()
-                .next()
-                .is_none()
-    );
-    assert!(
-        !site.remote().join("index").exists()
-            || fs::read_dir(site.remote().join("index"))
-                .unwrap()
-                .next()
-                .is_none()
-    );
+    assert!(empty_or_absent(&site.remote().join("snapshots")));
+    assert!(empty_or_absent(&site.remote().join("index")));
     assert_eq!(
         site.ok(&["offsite", "list"])["snapshots"],
         serde_json::json!([])
@@ -1201,22 +1189,7 @@ fn a_damaged_database_without_proof_of_its_check_is_never_pushed() {
     }
     fs::write(&db, &bytes).unwrap();
     // A manifest that matches the damaged file, metadata from before format versions.
-    let manifest = fs::read_to_string(snap.join("manifest.sha256")).unwrap();
-    let new_sum = {
-        use sha2::Digest;
-        hex::encode(sha2::Sha256::digest(&bytes))
-    };
-    let manifest: String = manifest
-        .lines()
-        .map(|l| {
-            if l.ends_with("  db/atocore.db") {
-                format!("{new_sum}  db/atocore.db\n")
-            } else {
-                format!("{l}\n")
-            }
-        })
-        .collect();
-    fs::write(snap.join("manifest.sha256"), manifest).unwrap();
+    rehash_in_manifest(&snap, "db/atocore.db");
     let meta_path = snap.join("backup-metadata.json");
     let mut meta: Value = serde_json::from_slice(&fs::read(&meta_path).unwrap()).unwrap();
     assert!(
@@ -1264,11 +1237,12 @@ fn a_snapshot_folder_that_is_a_link_is_never_read_through() {
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
     assert_eq!(r.json["pushed"], serde_json::json!([]), "{}", r.stdout);
     assert!(
-        !site.remote().join("chunks").exists()
-            || fs::read_dir(site.remote().join("chunks"))
-                .unwrap()
-                .next()
-                .is_none(),
+        empty_or_absent(&site.remote().join("chunks")),
         "chunks were uploaded from behind the link"
     );
+}
+
+/// Whether a folder of the target is absent or holds nothing.
+fn empty_or_absent(dir: &Path) -> bool {
+    !dir.exists() || fs::read_dir(dir).unwrap().next().is_none()
 }

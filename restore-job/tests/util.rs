@@ -178,6 +178,27 @@ pub fn names_in(dir: &Path, keep: impl Fn(&str) -> bool) -> Vec<String> {
         .collect()
 }
 
+/// Make a snapshot's manifest agree with the file `rel` as it is now (a crafted or
+/// damaged file that only deeper checks can catch).
+pub fn rehash_in_manifest(snap: &Path, rel: &str) {
+    let sum = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
+        std::fs::read(snap.join(rel)).unwrap(),
+    ));
+    let suffix = format!("  {rel}");
+    let manifest: String = std::fs::read_to_string(snap.join("manifest.sha256"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            if l.ends_with(&suffix) {
+                format!("{sum}{suffix}\n")
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    std::fs::write(snap.join("manifest.sha256"), manifest).unwrap();
+}
+
 pub fn inode(p: &Path) -> u64 {
     std::fs::metadata(p).unwrap().ino()
 }

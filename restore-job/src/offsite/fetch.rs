@@ -211,7 +211,7 @@ fn write_files(
 ) -> Result<(BTreeMap<String, String>, u64)> {
     let wanted: Vec<&(String, u64)> = files.iter().flat_map(|(e, _)| &e.chunks).collect();
     let window = WINDOW.max(2 * target.parallel());
-    let openers = std::thread::available_parallelism().map_or(2, |n| n.get().min(4));
+    let openers = super::workers();
     let (to_openers, from_main) = mpsc::sync_channel::<(usize, bytes::Bytes)>(openers);
     let from_main = Arc::new(Mutex::new(from_main));
     let (to_writer, from_openers) = mpsc::channel::<(usize, Vec<u8>)>();

@@ -569,6 +569,12 @@ impl Gauge {
     }
 }
 
+/// Threads for a pipeline's CPU stage (naming, compressing and sealing chunks, or
+/// opening them): one per core, at most 4.
+pub(crate) fn workers() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get().min(4))
+}
+
 /// The result of a pipeline stage's thread; a stage that panicked is `Cancelled` with
 /// `what` (`the off-site push (reader crashed)`).
 pub(crate) fn joined<T>(

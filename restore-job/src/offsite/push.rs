@@ -277,11 +277,6 @@ struct Piece {
 /// it queued for upload (`None`: already on the target, or queued by another piece).
 type Packed = (usize, String, u64, Option<u64>);
 
-/// Threads that keyed-hash, compress and seal chunks: one per core, at most 4.
-fn packers() -> usize {
-    std::thread::available_parallelism().map_or(2, |n| n.get().min(4))
-}
-
 /// Push one snapshot.
 ///
 /// Four stages run at once, with bounded queues between them, so reading, CPU work
@@ -390,7 +385,7 @@ fn push_one(
     })?;
 
     let known = Mutex::new(std::mem::take(existing));
-    let packers = packers();
+    let packers = super::workers();
     // The bytes of sealed chunks between the packers and the end of their upload, held
     // under a cap so memory stays flat when the target is slower than the packers.
     let budget = Gauge::new(0, "the off-site push");
