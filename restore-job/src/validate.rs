@@ -88,14 +88,17 @@ pub fn validate_dir(dir: &Path, stamp: &str) -> ValidationReport {
     validate_dir_with(dir, stamp, Hashes::Read, DbCheck::Run)
 }
 
-/// Complete a report made with [`Hashes::Later`]: the manifest against `known`.
+/// Complete a report made with [`Hashes::Later`]: the snapshot's manifest (as the
+/// caller read it; `None` when it has none or it does not parse, which the report
+/// already says) against `known`.
 pub fn with_hashes(
     mut report: ValidationReport,
     dir: &Path,
+    manifest: Option<&manifest::Manifest>,
     known: &BTreeMap<String, String>,
 ) -> ValidationReport {
-    if let Ok(Some(Ok(m))) = manifest::read(dir) {
-        let (errors, warnings) = check_manifest(dir, &m, Hashes::Known(known));
+    if let Some(m) = manifest {
+        let (errors, warnings) = check_manifest(dir, m, Hashes::Known(known));
         report.errors.extend(errors);
         report.warnings.extend(warnings);
         report.warnings.dedup();

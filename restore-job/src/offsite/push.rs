@@ -321,11 +321,8 @@ fn push_one(
         });
     }
     let meta = metadata::read(&dir)?;
-    let manifest = manifest::read(&dir)
-        .ok()
-        .flatten()
-        .and_then(|m| m.ok())
-        .unwrap_or_default();
+    // `None` when absent or unreadable: the validation reports that.
+    let manifest = manifest::read(&dir).ok().flatten().and_then(|m| m.ok());
     let cache = FileCache::load(paths, &config.repository, key);
 
     // The tree: entries in order; inline files read now, big ones left to the pipeline.
@@ -405,7 +402,7 @@ fn push_one(
         let reader = {
             let known = &known;
             let cache = &cache;
-            let manifest = &manifest;
+            let manifest = manifest.as_ref();
             let big = &big;
             s.spawn(move || read_files(big, manifest, cache, known, to_hasher))
         };
@@ -477,7 +474,7 @@ fn push_one(
         }
         hashes.insert(f.rel.clone(), f.sha256.clone());
     }
-    let report = validate::with_hashes(structure, &dir, &hashes);
+    let report = validate::with_hashes(structure, &dir, manifest.as_ref(), &hashes);
     if !report.valid {
         return Err(Error::InvalidSnapshot {
             stamp: stamp.to_string(),
@@ -603,7 +600,7 @@ fn push_one(
 /// the cache when the target still holds them all.
 fn read_files(
     big: &[BigFile],
-    manifest: &Manifest,
+    manifest: Option<&Manifest>,
     cache: &FileCache,
     known: &Mutex<HashSet<String>>,
     to_hasher: mpsc::SyncSender<ToHasher>,
@@ -612,7 +609,7 @@ fn read_files(
     let mut seq = 0;
     let mut out = Vec::with_capacity(big.len());
     for f in big {
-        let hit = manifest.get(&f.rel).and_then(|sum| {
+        let hit = manifest.and_then(|m| m.get(&f.rel)).and_then(|sum| {
             let chunks = cache.get(sum, f.size)?;
             let known = known.lock().unwrap_or_else(|p| p.into_inner());
             chunks
