@@ -446,27 +446,11 @@ impl Target {
 
     /// Read objects, [`Target::parallel`] at a time, in the order asked.
     pub fn get_many(&self, keys: &[String]) -> Result<Vec<Vec<u8>>> {
-        let store = &self.store;
-        let jobs = keys.iter().map(|key| {
-            let path = self.path(key);
-            async move {
-                let r = match store.get(&path).await {
-                    Ok(g) => g.bytes().await,
-                    Err(e) => Err(e),
-                };
-                (key, r)
-            }
-        });
-        let results: Vec<_> = self
-            .rt
-            .block_on(stream::iter(jobs).buffered(self.parallel).collect());
         let mut out = Vec::with_capacity(keys.len());
-        for (key, r) in results {
-            self.count(|s| s.get += 1);
-            let bytes = r.map_err(|e| self.error(key, e))?;
-            self.count(|s| s.bytes_read += bytes.len() as u64);
+        self.get_each(keys.iter().cloned(), |_, bytes| {
             out.push(bytes.to_vec());
-        }
+            Ok(())
+        })?;
         Ok(out)
     }
 
