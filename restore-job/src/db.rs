@@ -112,7 +112,17 @@ pub fn copy_at_pin(
         let r = copy_committed_frames(src, dst);
         gate.execute_batch("ROLLBACK")
             .map_err(Error::sqlite("release the write lock on", src))?;
-        r?
+        match r {
+            // The WAL file and the wal-index disagree: take nothing from the file;
+            // SQLite's own backup reads only what its read snapshot counts.
+            Err(e @ Error::WalChainBroken { .. }) => {
+                tracing::warn!(path = %src.display(), cause = %e, "the WAL does not match its wal-index; copying through SQLite's backup API instead");
+                drop((gate, source));
+                crate::durable::remove_file_if_exists(&with_suffix(dst, "-wal"))?;
+                return online_backup(src, dst, timeout, keep_going);
+            }
+            r => r?,
+        }
     } else {
         (None, None)
     };
@@ -253,6 +263,40 @@ struct Held {
     file: Arc<File>,
 }
 
+/// The live wal-index header of the database at `db` (see
+/// [`WalIndex`](crate::wal::format::WalIndex)): `None` when there is no `-shm` or no
+/// consistent header could be read (a writer kept updating it, or SQLite must rebuild
+/// it); callers then take nothing as committed.
+///
+/// Read through a descriptor kept open ([`held_open`]): closing a descriptor of the
+/// `-shm` would drop every POSIX lock this process's SQLite connections hold on it,
+/// the streamer's read mark among them.
+pub(crate) fn wal_index(db: &Path) -> Result<Option<crate::wal::format::WalIndex>> {
+    use crate::wal::format::{WAL_INDEX_READ_LEN, WalIndex};
+    use std::os::unix::fs::FileExt;
+    let shm = with_suffix(db, "-shm");
+    if !shm.exists() {
+        return Ok(None);
+    }
+    let f = held_open(&shm)?;
+    let mut buf = [0u8; WAL_INDEX_READ_LEN];
+    for attempt in 0..100 {
+        match f.read_exact_at(&mut buf, 0) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+            Err(e) => return Err(Error::io("read", &shm)(e)),
+        }
+        if let Some(index) = WalIndex::parse(&buf) {
+            return Ok(Some(index));
+        }
+        if attempt > 10 {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+    tracing::debug!(path = %shm.display(), "no consistent wal-index header");
+    Ok(None)
+}
+
 /// Copy the committed frames of the live WAL beside `dst` as its `-wal`: the position
 /// after them, and the writer to checkpoint once the database file is copied (none when
 /// there is no frame).
@@ -271,13 +315,34 @@ fn copy_committed_frames(
     let Some(h) = w.header() else {
         return Ok((None, None));
     };
-    let mut out: Option<WalWriter> = None;
-    let end = w.copy_committed(&h, start_of(&h), &mut |f| {
-        if out.is_none() {
-            out = Some(WalWriter::create(dst, &h)?);
+    // Under the write lock the wal-index is settled: its end is the last commit.
+    let index = wal_index(src)?.filter(|i| i.describes(&h));
+    let Some(index) = index else {
+        // A restart whose header is written but not yet counted: nothing of this
+        // epoch is committed, and every earlier frame is in the database file.
+        if wal_index(src)?.is_some_and(|i| i.mx_frame == 0 || i.backfilled == i.mx_frame) {
+            return Ok((None, None));
         }
-        out.as_mut().expect("created above").push(&f.bytes)
-    })?;
+        return Err(Error::WalChainBroken {
+            what: with_suffix(src, "-wal").display().to_string(),
+            why: "no consistent wal-index header describes the WAL's epoch".into(),
+        });
+    };
+    let mut out: Option<WalWriter> = None;
+    let end = w
+        .committed_into(&h, start_of(&h), &index, &mut |f| {
+            if out.is_none() {
+                out = Some(WalWriter::create(dst, &h)?);
+            }
+            out.as_mut().expect("created above").push(&f.bytes)
+        })
+        .map_err(|u| match u {
+            crate::wal::format::Unsettled::Sink(e) => e,
+            other => Error::WalChainBroken {
+                what: with_suffix(src, "-wal").display().to_string(),
+                why: other.to_string(),
+            },
+        })?;
     Ok((Some(end), out))
 }
 

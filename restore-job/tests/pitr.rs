@@ -24,15 +24,15 @@ const WRITER_ENV: &str = "ATOCORE_PITR_WRITER";
 /// When set, the writer child commits this many rows and exits cleanly.
 const WRITER_ROWS_ENV: &str = "ATOCORE_PITR_WRITER_ROWS";
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
-fn rfc3339(ms: i64) -> String {
+pub(crate) fn rfc3339(ms: i64) -> String {
     atocore_restore_job::wal::generation::ms_to_rfc3339(ms)
 }
 
-fn parse_ms(s: &str) -> i64 {
+pub(crate) fn parse_ms(s: &str) -> i64 {
     chrono::DateTime::parse_from_rfc3339(s)
         .unwrap_or_else(|e| panic!("`{s}`: {e}"))
         .timestamp_millis()
@@ -40,7 +40,7 @@ fn parse_ms(s: &str) -> i64 {
 
 // ---------------------------------------------------------------- the writer
 
-fn create_ticks(c: &Connection) {
+pub(crate) fn create_ticks(c: &Connection) {
     c.execute_batch(
         "CREATE TABLE IF NOT EXISTS ticks (n INTEGER PRIMARY KEY, t_ms INTEGER NOT NULL, pad BLOB);
          CREATE TABLE IF NOT EXISTS totals (id INTEGER PRIMARY KEY CHECK (id = 1),
@@ -50,7 +50,7 @@ fn create_ticks(c: &Connection) {
     .unwrap();
 }
 
-fn open_writer(db: &Path) -> Connection {
+pub(crate) fn open_writer(db: &Path) -> Connection {
     let c = Connection::open(db).unwrap();
     c.busy_timeout(Duration::from_secs(10)).unwrap();
     c.execute_batch("PRAGMA wal_autocheckpoint=50;").unwrap();
@@ -59,7 +59,7 @@ fn open_writer(db: &Path) -> Connection {
 }
 
 /// Commit row `n` (and its share of `totals`) in one transaction; `(t_before, t_after)`.
-fn commit_tick(c: &Connection, n: i64) -> (i64, i64) {
+pub(crate) fn commit_tick(c: &Connection, n: i64) -> (i64, i64) {
     let t0 = now_ms();
     c.execute_batch("BEGIN IMMEDIATE").unwrap();
     // Incompressible, like real content: segments are zstd-compressed.
@@ -99,7 +99,7 @@ fn app_checkpoint(c: &Connection, i: u64) {
     c.busy_timeout(Duration::from_secs(10)).unwrap();
 }
 
-fn max_tick(c: &Connection) -> i64 {
+pub(crate) fn max_tick(c: &Connection) -> i64 {
     c.query_row("SELECT coalesce(max(n), 0) FROM ticks", [], |r| r.get(0))
         .unwrap()
 }
@@ -222,7 +222,7 @@ impl WriterThread {
 /// so the live WAL holds frames when the streamer starts, as it does under a running
 /// atocore. (On a WAL that is empty or absent, the streamer's base snapshot has no WAL
 /// position and is retried only a minute later: no window before that.)
-fn hold_wal(i: &Install) -> Connection {
+pub(crate) fn hold_wal(i: &Install) -> Connection {
     let c = open_writer(&i.paths.db);
     c.execute(
         "INSERT INTO memories (memory_type, content, project, confidence, created_at) VALUES ('episodic', 'pitr', 'test', 1.0, 'now')",
@@ -233,7 +233,7 @@ fn hold_wal(i: &Install) -> Connection {
 }
 
 /// The real `stream` command running in the background (killed if a test panics).
-struct Streamer {
+pub(crate) struct Streamer {
     child: Child,
 }
 
@@ -247,7 +247,7 @@ impl Drop for Streamer {
 }
 
 impl Streamer {
-    fn start(i: &Install) -> Streamer {
+    pub(crate) fn start(i: &Install) -> Streamer {
         let errlog = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -267,13 +267,13 @@ impl Streamer {
         Streamer { child }
     }
 
-    fn kill9(mut self) {
+    pub(crate) fn kill9(mut self) {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
     }
 
     /// SIGTERM, then its JSON summary.
-    fn stop(mut self) -> Value {
+    pub(crate) fn stop(mut self) -> Value {
         use std::io::Read;
         // SAFETY: kill with a pid we spawned and have not reaped.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
@@ -315,7 +315,7 @@ impl Drop for WriterChild {
 }
 
 /// Wait until `list` shows a recoverable window (the streamer's base snapshot is in).
-fn wait_for_window(i: &Install, within: Duration) -> Value {
+pub(crate) fn wait_for_window(i: &Install, within: Duration) -> Value {
     let until = Instant::now() + within;
     loop {
         let r = i.run(&["list"]);
@@ -348,12 +348,12 @@ fn windows(i: &Install) -> Vec<(String, i64, i64)> {
         .collect()
 }
 
-fn wal_dir(i: &Install) -> PathBuf {
+pub(crate) fn wal_dir(i: &Install) -> PathBuf {
     i.paths.backup_dir.join("wal")
 }
 
 /// Every segment: (generation, file, header), in generation and sequence order.
-fn segments(i: &Install) -> Vec<(String, PathBuf, Value)> {
+pub(crate) fn segments(i: &Install) -> Vec<(String, PathBuf, Value)> {
     let mut out = Vec::new();
     let Ok(gens) = std::fs::read_dir(wal_dir(i)) else {
         return out;
@@ -384,12 +384,12 @@ fn segments(i: &Install) -> Vec<(String, PathBuf, Value)> {
 
 /// What the restored (or snapshot) database holds: `k`, after checking that it is
 /// whole and at a commit boundary.
-struct Ticks {
-    k: i64,
-    max_t_before: Option<i64>,
+pub(crate) struct Ticks {
+    pub(crate) k: i64,
+    pub(crate) max_t_before: Option<i64>,
 }
 
-fn check_ticks(c: &Connection, what: &str) -> Ticks {
+pub(crate) fn check_ticks(c: &Connection, what: &str) -> Ticks {
     let ic: String = c
         .query_row("PRAGMA integrity_check", [], |r| r.get(0))
         .unwrap();
@@ -420,12 +420,12 @@ fn check_ticks(c: &Connection, what: &str) -> Ticks {
     }
 }
 
-fn live_ticks(i: &Install, what: &str) -> Ticks {
+pub(crate) fn live_ticks(i: &Install, what: &str) -> Ticks {
     let c = atocore_restore_job::open_immutable(&i.paths.db).unwrap();
     check_ticks(&c, what)
 }
 
-fn restore_at(i: &Install, at_ms: i64) -> util::Run {
+pub(crate) fn restore_at(i: &Install, at_ms: i64) -> util::Run {
     i.run(&[
         "restore",
         "--at",
@@ -644,7 +644,13 @@ fn snapshot_copy_under_busy_writer() {
 // ---------------------------------------------------------------- 3. WAL removed
 
 /// Commit rows `from..=to` with a pause between them; `n -> t_after` added to `log`.
-fn commit_range(c: &Connection, from: i64, to: i64, pause: Duration, log: &mut BTreeMap<i64, i64>) {
+pub(crate) fn commit_range(
+    c: &Connection,
+    from: i64,
+    to: i64,
+    pause: Duration,
+    log: &mut BTreeMap<i64, i64>,
+) {
     for n in from..=to {
         let (_, t1) = commit_tick(c, n);
         log.insert(n, t1);
@@ -742,7 +748,7 @@ fn wal_removed_under_the_streamer() {
 
 // ---------------------------------------------------------------- 4. refusals
 
-fn error_code(r: &util::Run) -> &str {
+pub(crate) fn error_code(r: &util::Run) -> &str {
     r.json["error"].as_str().unwrap_or("")
 }
 
@@ -1050,7 +1056,7 @@ with open(log, "a") as f:
 c.close()
 "#;
 
-fn python_sqlite() -> bool {
+pub(crate) fn python_sqlite() -> bool {
     Command::new("python3")
         .args(["-c", "import sqlite3"])
         .status()

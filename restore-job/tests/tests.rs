@@ -11,6 +11,7 @@ mod mounts;
 mod offsite;
 mod offsite_pitr;
 mod pitr;
+mod pitr_truth;
 mod prune;
 mod restore;
 mod safety;

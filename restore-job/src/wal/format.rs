@@ -93,6 +93,80 @@ pub struct WalPosition {
     pub page_size: u32,
 }
 
+/// The wal-index header: what SQLite's readers take as the committed end of the WAL.
+///
+/// It is the first 48 bytes of `<db>-shm`, stored twice (bytes 0..48 and 48..96) in the
+/// machine's byte order (SQLite's "WAL-mode file format", section 2.1). A writer updates
+/// the second copy, then the first; a reader takes the header only when both copies
+/// agree, it is initialized and its checksum holds. `mx_frame` is the last frame of the
+/// last transaction SQLite counts as committed: frames after it may be checksum-valid
+/// and still never committed (a writer killed between writing its commit frame and
+/// updating the wal-index), and the next writer overwrites them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WalIndex {
+    /// The last committed frame (0: none in this epoch).
+    pub mx_frame: u64,
+    /// The cumulative checksum after `mx_frame` (the WAL header's seed for frame 0).
+    pub checksum: (u32, u32),
+    /// The WAL header's salts, as its bytes 16..24.
+    pub salts_raw: [u8; 8],
+    /// Frames already written into the database file (`nBackfill`).
+    pub backfilled: u64,
+    /// The change counter SQLite bumps at every transaction.
+    pub change: u32,
+}
+
+/// Bytes of `-shm` that [`WalIndex::parse`] reads: both header copies and the
+/// checkpoint information after them.
+pub const WAL_INDEX_READ_LEN: usize = 136;
+
+impl WalIndex {
+    /// Parse the start of `-shm`; `None` when the two copies differ (a writer is
+    /// updating them), it is not initialized, or its checksum fails.
+    pub fn parse(shm: &[u8]) -> Option<WalIndex> {
+        if shm.len() < WAL_INDEX_READ_LEN {
+            return None;
+        }
+        let (h1, h2) = (&shm[0..48], &shm[48..96]);
+        if h1 != h2 || h1[12] != 1 {
+            return None;
+        }
+        let ne = |b: &[u8]| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]);
+        let c = checksum(cfg!(target_endian = "big"), (0, 0), &h1[0..40]);
+        if c != (ne(&h1[40..44]), ne(&h1[44..48])) {
+            return None;
+        }
+        let mut salts_raw = [0u8; 8];
+        salts_raw.copy_from_slice(&h1[32..40]);
+        Some(WalIndex {
+            mx_frame: u64::from(ne(&h1[16..20])),
+            checksum: (ne(&h1[24..28]), ne(&h1[28..32])),
+            salts_raw,
+            backfilled: u64::from(ne(&shm[96..100])),
+            change: ne(&h1[8..12]),
+        })
+    }
+
+    /// Whether it describes the epoch that `h` begins. A writer restarting the WAL
+    /// writes the new header before its first commit updates the wal-index: until
+    /// then, no frame of the new epoch is committed.
+    pub fn describes(&self, h: &WalHeader) -> bool {
+        self.salts_raw[..] == h.raw[16..24]
+    }
+
+    /// The committed end as a position in `h`'s epoch (which it must describe).
+    pub fn end(&self, h: &WalHeader) -> WalPosition {
+        let (salt1, salt2) = h.salts();
+        WalPosition {
+            salt1,
+            salt2,
+            frame: self.mx_frame,
+            checksum: [self.checksum.0, self.checksum.1],
+            page_size: h.page_size(),
+        }
+    }
+}
+
 /// One frame read from a WAL.
 #[derive(Debug, Clone)]
 pub struct Frame {
@@ -216,41 +290,90 @@ impl WalFile {
         WalHeader::parse(raw)
     }
 
-    /// Committed frames after `from` (a position in the epoch of `header`), up to
-    /// `max_frames` of them (the scan stops at a commit once it has that many).
-    pub fn scan_from(&self, header: &WalHeader, from: WalPosition, max_frames: u64) -> Scan {
-        self.walk(header, from, max_frames, &mut |_| Ok(()))
-            .expect("a scan that keeps frames cannot fail")
-    }
-
-    /// Hand every committed frame after `from` to `sink` as it is read (nothing is kept),
-    /// and return the position after the last commit. A frame is handed over only once
-    /// the commit that ends its transaction has been read.
-    pub fn copy_committed(
+    /// The committed frames after `from` (a position in the epoch of `header`), up to
+    /// the committed end the wal-index gives (`index`, read before this call, which
+    /// must describe `header`'s epoch), checked: the checksum chain from `from` must
+    /// reach exactly `index.mx_frame` with the checksum the wal-index records there.
+    /// Frames past that end are never read, whatever their checksums say.
+    pub fn committed_after(
         &self,
         header: &WalHeader,
         from: WalPosition,
-        sink: &mut dyn FnMut(&Frame) -> Result<()>,
-    ) -> Result<WalPosition> {
-        Ok(self.walk(header, from, 0, sink)?.end)
+        index: &WalIndex,
+    ) -> std::result::Result<Scan, Unsettled> {
+        let mut frames = Vec::new();
+        let end = self.committed_into(header, from, index, &mut |f| {
+            frames.push(f.clone());
+            Ok(())
+        })?;
+        Ok(Scan {
+            header: *header,
+            frames,
+            end,
+        })
     }
 
-    /// `max_frames` > 0 keeps up to that many frames in the result; 0 keeps none and
-    /// passes each committed frame to `sink`.
+    /// Like [`WalFile::committed_after`], handing each frame to `sink` as it is read
+    /// (nothing is kept). A frame is handed over only once the commit that ends its
+    /// transaction has been read; `sink`'s error ends the copy.
+    pub fn committed_into(
+        &self,
+        header: &WalHeader,
+        from: WalPosition,
+        index: &WalIndex,
+        sink: &mut dyn FnMut(&Frame) -> Result<()>,
+    ) -> std::result::Result<WalPosition, Unsettled> {
+        if !index.describes(header) {
+            return Err(Unsettled::OtherEpoch);
+        }
+        if from.frame > index.mx_frame {
+            return Err(Unsettled::PastCommittedEnd);
+        }
+        let end = self
+            .walk(header, from, index.mx_frame, sink)
+            .map_err(Unsettled::Sink)?;
+        if end.frame != index.mx_frame || (end.checksum[0], end.checksum[1]) != index.checksum {
+            return Err(Unsettled::ChainMismatch {
+                reached: end.frame,
+                committed: index.mx_frame,
+            });
+        }
+        Ok(end)
+    }
+
+    /// Committed frames after `from`, judged by the file alone (its last valid commit
+    /// frame): only for a WAL nobody else has open, such as one written by
+    /// [`WalWriter`](super::replay::WalWriter) or read in a test.
+    pub fn scan_from(&self, header: &WalHeader, from: WalPosition) -> Scan {
+        let mut frames = Vec::new();
+        let end = self
+            .walk(header, from, u64::MAX, &mut |f| {
+                frames.push(f.clone());
+                Ok(())
+            })
+            .expect("a scan that keeps frames cannot fail");
+        Scan {
+            header: *header,
+            frames,
+            end,
+        }
+    }
+
+    /// Hand every committed frame after `from` and up to frame `upto` to `sink`; the
+    /// position after the last commit handed over.
     fn walk(
         &self,
         header: &WalHeader,
         from: WalPosition,
-        max_frames: u64,
+        upto: u64,
         sink: &mut dyn FnMut(&Frame) -> Result<()>,
-    ) -> Result<Scan> {
-        let mut frames = Vec::new();
+    ) -> Result<WalPosition> {
         let mut pending = Vec::new();
         let mut running = (from.checksum[0], from.checksum[1]);
         let mut end = from;
         let mut n = from.frame + 1;
         let flen = header.frame_len();
-        while header.frame_offset(n) + flen <= self.len {
+        while n <= upto && header.frame_offset(n) + flen <= self.len {
             let mut bytes = vec![0u8; flen as usize];
             if self
                 .file
@@ -267,29 +390,51 @@ impl WalFile {
             let commit = f.commit_size() != 0;
             pending.push(f);
             if commit {
-                if max_frames == 0 {
-                    for f in pending.drain(..) {
-                        sink(&f)?;
-                    }
-                } else {
-                    frames.append(&mut pending);
+                for f in pending.drain(..) {
+                    sink(&f)?;
                 }
                 end = WalPosition {
                     frame: n,
                     checksum: [c.0, c.1],
                     ..end
                 };
-                if max_frames > 0 && frames.len() as u64 >= max_frames {
-                    break;
-                }
             }
             n += 1;
         }
-        Ok(Scan {
-            header: *header,
-            frames,
-            end,
-        })
+        Ok(end)
+    }
+}
+
+/// Why the committed frames after a position cannot be taken from the WAL now.
+#[derive(Debug)]
+pub enum Unsettled {
+    /// The wal-index describes another epoch than the file's header (a writer is
+    /// restarting the WAL): nothing of the file's epoch can be taken as committed.
+    OtherEpoch,
+    /// The position is past the committed end: frames taken from the file are not
+    /// (or no longer) counted by SQLite.
+    PastCommittedEnd,
+    /// The file's chain does not end where the wal-index says the committed frames do.
+    ChainMismatch { reached: u64, committed: u64 },
+    /// The sink failed.
+    Sink(Error),
+}
+
+impl std::fmt::Display for Unsettled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Unsettled::OtherEpoch => {
+                f.write_str("the wal-index describes another WAL epoch than the file")
+            }
+            Unsettled::PastCommittedEnd => {
+                f.write_str("the position is past the committed end of the WAL")
+            }
+            Unsettled::ChainMismatch { reached, committed } => write!(
+                f,
+                "the checksum chain reaches frame {reached}, not the committed end (frame {committed}) with its checksum"
+            ),
+            Unsettled::Sink(e) => write!(f, "{e}"),
+        }
     }
 }
 
@@ -315,7 +460,7 @@ pub fn scan(path: &Path) -> Result<Option<Scan>> {
     let Some(h) = w.header() else {
         return Ok(None);
     };
-    Ok(Some(w.scan_from(&h, start_of(&h), u64::MAX)))
+    Ok(Some(w.scan_from(&h, start_of(&h))))
 }
 
 fn be32(b: &[u8]) -> u32 {

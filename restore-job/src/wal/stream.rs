@@ -31,7 +31,7 @@ use crate::db::{journal_mode, open_live, pin_read};
 use crate::error::{Error, Result};
 use crate::layout::with_suffix;
 
-use super::format::{Frame, WalFile, WalHeader, WalPosition, start_of};
+use super::format::{Frame, Unsettled, WalFile, WalHeader, WalPosition, start_of};
 use super::generation::{self, Record};
 use super::segment;
 
@@ -99,6 +99,8 @@ struct Live {
     record: Record,
     /// A sync ran after the one that began the generation.
     synced_since_begin: bool,
+    /// The committed end of the current epoch the wal-index gave at the last look.
+    committed_frame: Option<u64>,
 }
 
 impl Streamer {
@@ -238,6 +240,27 @@ struct Polled {
 /// Why a generation cannot go on.
 struct Gap(&'static str);
 
+/// What a copy of the committed frames found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Copied {
+    /// Every frame the wal-index counts as committed is copied.
+    All,
+    /// The committed end could not be read consistently now; try at the next look.
+    Unsettled,
+    /// Frames already copied are no longer the WAL's committed ones: the chain is lost.
+    Lost(&'static str),
+}
+
+impl Copied {
+    fn why(&self) -> &'static str {
+        match self {
+            Copied::All => "copied",
+            Copied::Unsettled => "the wal-index is not settled",
+            Copied::Lost(reason) => reason,
+        }
+    }
+}
+
 impl From<Error> for Gap {
     fn from(e: Error) -> Gap {
         tracing::warn!(cause = %e, "WAL capture failed");
@@ -311,8 +334,20 @@ impl Live {
             seq,
             has_base: false,
             wal_ino: None,
+            committed_frame: None,
         };
-        live.copy_new(wal.as_ref(), report)?;
+        match live.copy_new(wal.as_ref(), report)? {
+            Copied::All => {}
+            other => {
+                return Err(Error::WalChainBroken {
+                    what: with_suffix(db, "-wal").display().to_string(),
+                    why: format!(
+                        "its committed frames cannot be copied under the write lock ({})",
+                        other.why()
+                    ),
+                });
+            }
+        }
         live.checkpoint_and_pin(report)?;
         live.gate
             .execute_batch("ROLLBACK")
@@ -322,16 +357,44 @@ impl Live {
         Ok((live, reason))
     }
 
-    /// Copy committed frames after `pos` of the current epoch into a segment.
-    fn copy_new(&mut self, wal: Option<&WalFile>, report: &mut StepReport) -> Result<()> {
+    /// Copy the frames committed after `pos` of the current epoch into a segment: up
+    /// to the end the wal-index gives, checked against its checksum there. Frames past
+    /// that end (a writer killed inside COMMIT leaves checksum-valid ones that SQLite
+    /// never counts) are never read.
+    fn copy_new(&mut self, wal: Option<&WalFile>, report: &mut StepReport) -> Result<Copied> {
         let (Some(w), Some(h), Some(pos)) = (wal, self.epoch, self.pos) else {
-            return Ok(());
+            return Ok(Copied::All);
         };
-        let scan = w.scan_from(&h, pos, u64::MAX);
-        if scan.frames.is_empty() {
-            return Ok(());
+        // What was copied must still be the WAL's: the frame at the position, with the
+        // checksum recorded when it was copied.
+        if pos.frame > 0
+            && w.read_frame(&h, pos.frame)
+                .is_none_or(|f| f.checksum() != (pos.checksum[0], pos.checksum[1]))
+        {
+            return Ok(Copied::Lost("captured_frames_overwritten"));
         }
-        self.write_segment(&h, &scan.frames, scan.end, report)
+        let db = self.read.path().map(PathBuf::from).unwrap_or_default();
+        let Some(index) = crate::db::wal_index(&db)? else {
+            return Ok(Copied::Unsettled);
+        };
+        if index.describes(&h) {
+            self.committed_frame = Some(index.mx_frame);
+        }
+        let scan = match w.committed_after(&h, pos, &index) {
+            Ok(scan) => scan,
+            Err(Unsettled::PastCommittedEnd) => {
+                return Ok(Copied::Lost("captured_frames_not_committed"));
+            }
+            Err(Unsettled::Sink(e)) => return Err(e),
+            Err(u) => {
+                tracing::debug!(why = %u, "the WAL's committed end is not settled; copying at the next look");
+                return Ok(Copied::Unsettled);
+            }
+        };
+        if !scan.frames.is_empty() {
+            self.write_segment(&h, &scan.frames, scan.end, report)?;
+        }
+        Ok(Copied::All)
     }
 
     fn write_segment(
@@ -407,21 +470,27 @@ impl Live {
             (Some(_), _) => return Err(Gap("wal_restarted_uncaptured")),
         }
         let pending_before = self.pos.map_or(0, |p| p.frame);
-        if let Err(e) = self.copy_new(wal.as_ref(), report) {
-            // The pin keeps the frames; try again next step unless too many wait.
-            let waiting = wal.as_ref().map_or(0, |w| w.frames_after(pending_before));
-            if waiting >= opts.max_pending_frames {
-                return Err(Gap::from(e));
+        let copied = match self.copy_new(wal.as_ref(), report) {
+            Ok(c) => c,
+            Err(e) => {
+                // The pin keeps the frames; try again next step unless too many wait.
+                let waiting = wal.as_ref().map_or(0, |w| w.frames_after(pending_before));
+                if waiting >= opts.max_pending_frames {
+                    return Err(Gap::from(e));
+                }
+                tracing::warn!(cause = %e, waiting, "could not write a WAL segment; retrying");
+                return Ok(Polled {
+                    frames: self.pos.map_or(0, |p| p.frame),
+                    complete: false,
+                });
             }
-            tracing::warn!(cause = %e, waiting, "could not write a WAL segment; retrying");
-            return Ok(Polled {
-                frames: self.pos.map_or(0, |p| p.frame),
-                complete: false,
-            });
+        };
+        if let Copied::Lost(reason) = copied {
+            return Err(Gap(reason));
         }
         Ok(Polled {
             frames: self.pos.map_or(0, |p| p.frame),
-            complete: true,
+            complete: copied == Copied::All,
         })
     }
 
@@ -521,6 +590,11 @@ fn resumable(
     let w = WalFile::open(&with_suffix(&paths.db, "-wal")).ok()??;
     let frame = w.read_frame(h, sh.end.frame)?;
     if frame.checksum() != (sh.end.checksum[0], sh.end.checksum[1]) {
+        return None;
+    }
+    // And counted by SQLite: a frame past the wal-index's end was never committed.
+    let index = crate::db::wal_index(&paths.db).ok()??;
+    if !index.describes(h) || index.mx_frame < sh.end.frame {
         return None;
     }
     Some((g, sh.seq + 1, sh.end))
