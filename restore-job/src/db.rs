@@ -542,6 +542,43 @@ const SHM_DMS_BYTE: i64 = 128;
 const PENDING_BYTE: i64 = 0x4000_0000;
 const DB_LOCK_SPAN: i64 = 512;
 
+// The wal-index locks (SQLite's WAL format, section 2.3): byte 120 of `-shm` is the
+// write lock, byte 121 the checkpoint lock, both taken exclusively.
+const SHM_WRITE_LOCK: i64 = 120;
+const SHM_CKPT_LOCK: i64 = 121;
+
+/// Whether another process runs a blocking checkpoint (FULL, RESTART or TRUNCATE) of
+/// the database at `db`: it holds both the WAL's write lock and its checkpoint lock,
+/// which only such a checkpoint does (a writer holds the first alone, a PASSIVE
+/// checkpoint the second alone). Such a checkpoint waits for every reader behind it.
+pub(crate) fn checkpointer_waiting(db: &Path) -> Result<bool> {
+    let shm = with_suffix(db, "-shm");
+    if !shm.exists() {
+        return Ok(false);
+    }
+    let f = held_open(&shm)?;
+    Ok(exclusively_held(&f, &shm, SHM_WRITE_LOCK)? && exclusively_held(&f, &shm, SHM_CKPT_LOCK)?)
+}
+
+/// Whether another process holds a write (exclusive) lock on byte `at` of `f`. Asked
+/// with F_GETLK on a descriptor kept open: nothing is locked, nothing is closed.
+fn exclusively_held(f: &File, path: &Path, at: i64) -> Result<bool> {
+    // SAFETY: an all-zero flock is a valid value; fields are set below.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = libc::F_RDLCK as libc::c_short;
+    fl.l_whence = libc::SEEK_SET as libc::c_short;
+    fl.l_start = at as libc::off_t;
+    fl.l_len = 1;
+    // SAFETY: F_GETLK with a valid descriptor and a valid flock pointer.
+    let rc = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_GETLK, &mut fl) };
+    if rc != 0 {
+        return Err(Error::io("probe locks on", path)(
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(fl.l_type == libc::F_WRLCK as libc::c_short)
+}
+
 /// Whether another process has the database open, as far as its POSIX locks tell.
 pub fn open_elsewhere(db: &Path) -> Result<bool> {
     let [_, shm, _] = wal_shm_and_journal(db);

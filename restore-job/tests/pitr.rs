@@ -248,6 +248,11 @@ impl Drop for Streamer {
 
 impl Streamer {
     pub(crate) fn start(i: &Install) -> Streamer {
+        Streamer::start_with(i, &["--poll", "100ms", "--checkpoint-frames", "200"])
+    }
+
+    /// The `stream` command with these options.
+    pub(crate) fn start_with(i: &Install, opts: &[&str]) -> Streamer {
         let errlog = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -256,7 +261,8 @@ impl Streamer {
         let child = Command::new(BIN)
             .arg("--storage-root")
             .arg(i.root())
-            .args(["stream", "--poll", "100ms", "--checkpoint-frames", "200"])
+            .arg("stream")
+            .args(opts)
             .env("ATOCORE_LOG_FORMAT", "text")
             .env_remove("ATOCORE_DB_PATH")
             .env_remove("ATOCORE_BACKUP_DIR")

@@ -143,3 +143,86 @@ fn a_commit_killed_inside_fdatasync_is_never_captured() {
         r.stdout
     );
 }
+
+/// Run `sql` on `c` and return how long it took; it must succeed.
+fn timed(c: &Connection, sql: &str) -> (Duration, Vec<i64>) {
+    let t = Instant::now();
+    let row: Vec<i64> = if sql.contains("wal_checkpoint") {
+        c.query_row(sql, [], |r| Ok(vec![r.get(0)?, r.get(1)?, r.get(2)?]))
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    } else {
+        c.query_row(sql, [], |_| Ok(Vec::new()))
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    };
+    (t.elapsed(), row)
+}
+
+/// With the streamer running (default poll), the application's own FULL, RESTART and
+/// TRUNCATE checkpoints complete within a second and checkpoint everything, a writer
+/// waiting behind one waits less than a second, and every commit stays restorable.
+#[test]
+fn the_applications_own_checkpoints_are_never_stalled_by_the_streamer() {
+    let i = Install::with_rows(20);
+    let c = hold_wal(&i);
+    c.busy_timeout(Duration::from_secs(5)).unwrap();
+    let s = Streamer::start_with(&i, &[]);
+    wait_for_window(&i, Duration::from_secs(20));
+    let mut log = std::collections::BTreeMap::new();
+    let mut n = 1;
+    for mode in ["FULL", "RESTART", "TRUNCATE", "FULL", "TRUNCATE", "RESTART"] {
+        commit_range(&c, n, n + 99, Duration::from_millis(1), &mut log);
+        n += 100;
+        // A second writer that wants the lock while the checkpoint holds it.
+        let db = i.paths.db.clone();
+        let waiter = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            let w = Connection::open(&db).unwrap();
+            w.busy_timeout(Duration::from_secs(10)).unwrap();
+            let t = Instant::now();
+            w.execute(
+                "INSERT INTO memories (memory_type, content, project, confidence, created_at) VALUES ('episodic', 'waiter', 'test', 1.0, 'now')",
+                [],
+            )
+            .unwrap();
+            t.elapsed()
+        });
+        let (took, row) = timed(&c, &format!("PRAGMA wal_checkpoint({mode})"));
+        let waited = waiter.join().unwrap();
+        eprintln!(
+            "  checkpoint({mode}) {took:?} -> {row:?}; the writer behind it waited {waited:?}"
+        );
+        assert_eq!(row[0], 0, "checkpoint({mode}) returned busy: {row:?}");
+        assert_eq!(row[1], row[2], "checkpoint({mode}) left frames: {row:?}");
+        assert!(
+            took < Duration::from_secs(1),
+            "checkpoint({mode}) took {took:?}"
+        );
+        assert!(
+            waited < Duration::from_secs(1),
+            "a writer waited {waited:?} behind checkpoint({mode})"
+        );
+    }
+    commit_range(&c, n, n + 99, Duration::from_millis(1), &mut log);
+    n += 100;
+    commit_range(&c, n, n + 99, Duration::from_millis(1), &mut log);
+    std::thread::sleep(Duration::from_millis(800));
+    let summary = s.stop();
+    eprintln!("summary: {summary}");
+    let stream_log = std::fs::read_to_string(i.dir.path().join("stream.log")).unwrap();
+    for l in stream_log
+        .lines()
+        .filter(|l| l.contains("WARN") || l.contains("chain"))
+    {
+        eprintln!("  stream: {l}");
+    }
+    drop(c);
+    assert_eq!(
+        summary["generations_started"].as_array().unwrap().len(),
+        1,
+        "a checkpoint ended the generation: every frame it moved was to be captured first"
+    );
+    let r = pitr::restore_at(&i, now_ms());
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let t = live_ticks(&i, "restore --at now after the application's checkpoints");
+    assert_eq!(t.k, n + 99, "restore --at now: {}", r.stdout);
+}

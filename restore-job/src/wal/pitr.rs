@@ -177,7 +177,9 @@ fn check_chain(headers: &[SegmentHeader], generation: &str) -> Result<()> {
         let continues = if a.wal_header == b.wal_header {
             b.first_frame == a.last_frame + 1
         } else {
-            b.first_frame == 1 && a.wal_header.restarted_as(&b.wal_header)
+            b.first_frame == 1
+                && (a.wal_header.restarted_as(&b.wal_header)
+                    || b.follows == Some(a.wal_header.salts()))
         };
         if !continues {
             return Err(broken(format!(

@@ -43,6 +43,10 @@ pub struct SegmentHeader {
     pub frame_bytes: u64,
     /// SHA-256 of the stored (compressed) body.
     pub body_sha256: String,
+    /// For the first segment of an epoch that began in this generation: the salts of
+    /// the epoch it follows (every frame of which the streamer had copied).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub follows: Option<(u32, u32)>,
 }
 
 /// The file name of segment `seq` captured at `captured_ms`.
@@ -60,15 +64,22 @@ pub fn parse_name(name: &str) -> Option<(u64, i64)> {
     Some((seq.parse().ok()?, ms.parse().ok()?))
 }
 
+/// Where a segment goes: its generation's folder and id, and its sequence number.
+#[derive(Debug, Clone, Copy)]
+pub struct Place<'a> {
+    pub dir: &'a Path,
+    pub generation: &'a str,
+    pub seq: u64,
+}
+
 /// Write the frames (all of one epoch, consecutive, ending at a commit) as a segment in
 /// `dir`, durably. Returns its path and header.
 pub fn write(
-    dir: &Path,
-    generation: &str,
-    seq: u64,
+    at: Place<'_>,
     header: &WalHeader,
     frames: &[Frame],
     end: WalPosition,
+    follows: Option<(u32, u32)>,
     captured: chrono::DateTime<chrono::Utc>,
 ) -> Result<(PathBuf, SegmentHeader)> {
     let first = frames.first().map_or(end.frame, |f| f.index);
@@ -76,6 +87,11 @@ pub fn write(
         .iter()
         .flat_map(|f| f.bytes.iter().copied())
         .collect();
+    let Place {
+        dir,
+        generation,
+        seq,
+    } = at;
     let body = zstd::bulk::compress(&raw, 1).map_err(Error::io("compress", dir))?;
     let commits = frames.iter().filter(|f| f.commit_size() != 0).count() as u64;
     let h = SegmentHeader {
@@ -91,6 +107,7 @@ pub fn write(
         db_pages: frames.last().map_or(0, |f| f.commit_size()),
         frame_bytes: raw.len() as u64,
         body_sha256: hex::encode(Sha256::digest(&body)),
+        follows,
     };
     let mut bytes = Vec::with_capacity(body.len() + 1024);
     writeln!(bytes, "{MAGIC_LINE}").expect("writing to memory");

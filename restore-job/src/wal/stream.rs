@@ -101,6 +101,8 @@ struct Live {
     synced_since_begin: bool,
     /// The committed end of the current epoch the wal-index gave at the last look.
     committed_frame: Option<u64>,
+    /// The salts of the epoch the current one follows, when it began in this generation.
+    follows: Option<(u32, u32)>,
 }
 
 impl Streamer {
@@ -207,6 +209,18 @@ impl Streamer {
             return Ok(report);
         }
         let live = self.live.as_mut().expect("checked above");
+        // The application runs a checkpoint that waits for every reader: copy what it
+        // is about to checkpoint and move out of its way (see Live::yield_to_checkpoint).
+        if crate::db::checkpointer_waiting(&self.paths.db)? {
+            if let Err(Gap(reason)) = live.yield_to_checkpoint(&self.opts, &mut report) {
+                let id = self.live.take().map(|l| l.id).unwrap_or_default();
+                tracing::warn!(generation = %id, reason, "the WAL chain cannot be continued; a new generation starts");
+                report.ended = Some((id, reason.to_string()));
+            } else {
+                self.caught_up_ms = Some(Utc::now().timestamp_millis());
+            }
+            return Ok(report);
+        }
         let outcome = live.poll(&self.opts, &mut report).and_then(|polled| {
             if polled.complete {
                 self.caught_up_ms = Some(Utc::now().timestamp_millis());
@@ -335,6 +349,7 @@ impl Live {
             has_base: false,
             wal_ino: None,
             committed_frame: None,
+            follows: None,
         };
         match live.copy_new(wal.as_ref(), report)? {
             Copied::All => {}
@@ -404,7 +419,13 @@ impl Live {
         end: WalPosition,
         report: &mut StepReport,
     ) -> Result<()> {
-        let (_, sh) = segment::write(&self.dir, &self.id, self.seq, h, frames, end, Utc::now())?;
+        let follows = frames.first().filter(|f| f.index == 1).and(self.follows);
+        let at = segment::Place {
+            dir: &self.dir,
+            generation: &self.id,
+            seq: self.seq,
+        };
+        let (_, sh) = segment::write(at, h, frames, end, follows, Utc::now())?;
         self.seq += 1;
         self.pos = Some(end);
         report.frames += frames.len() as u64;
@@ -466,7 +487,14 @@ impl Live {
             (None, Some(_)) => return Err(Gap("wal_truncated_uncaptured")),
             (Some(h), Some(e)) if h == e => {}
             (Some(h), None) if at_sync => self.new_epoch(h),
-            (Some(h), Some(e)) if at_sync && e.restarted_as(&h) => self.new_epoch(h),
+            // Every frame of the old epoch was copied and the pin allows at most one
+            // restart before the next look (see the module doc): this is the next epoch.
+            // Its salts are not always the old salt-1 plus one: a connection that never
+            // restarted the WAL itself draws new random salts when it finds it empty.
+            (Some(h), Some(e)) if at_sync => {
+                self.follows = Some(e.salts());
+                self.new_epoch(h)
+            }
             (Some(_), _) => return Err(Gap("wal_restarted_uncaptured")),
         }
         let pending_before = self.pos.map_or(0, |p| p.frame);
@@ -498,6 +526,79 @@ impl Live {
         self.epoch = Some(h);
         self.pos = Some(start_of(&h));
         self.sync_frame = None;
+    }
+
+    /// Another connection runs a FULL, RESTART or TRUNCATE checkpoint: it holds the
+    /// write lock (nothing new can commit) and waits for every reader, the pin among
+    /// them. Copy every committed frame, release the pin, wait (at most a second) until
+    /// the checkpoint has written every frame into the database, and pin again: the new
+    /// read transaction then reads the database file alone, which lets RESTART and
+    /// TRUNCATE restart the WAL, and every frame of the old epoch was copied. Anything
+    /// committed while the pin was released is accepted only when it is still in the
+    /// WAL; otherwise the generation ends (the next one starts with a new base).
+    fn yield_to_checkpoint(
+        &mut self,
+        opts: &StreamOptions,
+        report: &mut StepReport,
+    ) -> Result<(), Gap> {
+        let polled = self.poll(opts, report)?;
+        if !polled.complete {
+            return Ok(());
+        }
+        let db = self.read.path().map(PathBuf::from).unwrap_or_default();
+        if !self.read.is_autocommit() {
+            self.read
+                .execute_batch("COMMIT")
+                .map_err(Error::sqlite("release the read transaction on", &db))?;
+        }
+        let until = std::time::Instant::now() + Duration::from_secs(1);
+        loop {
+            let backfilled = crate::db::wal_index(&db)?.is_some_and(|i| i.backfilled >= i.mx_frame);
+            if backfilled
+                || !crate::db::checkpointer_waiting(&db)?
+                || std::time::Instant::now() >= until
+            {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        pin_read(&self.read, &db)?;
+        let pos = self.pos.map_or(0, |p| p.frame);
+        let index = crate::db::wal_index(&db)?;
+        let settled = match (index, self.epoch) {
+            // Nothing committed since the copy: the checkpointer still held the lock.
+            (Some(i), Some(e)) if i.describes(&e) => {
+                if i.mx_frame < pos {
+                    return Err(Gap("captured_frames_not_committed"));
+                }
+                i.mx_frame == pos
+            }
+            // TRUNCATE restarted the WAL (new salts, nothing in it yet).
+            (Some(i), Some(e)) => {
+                let salt1 = u32::from_be_bytes([
+                    i.salts_raw[0],
+                    i.salts_raw[1],
+                    i.salts_raw[2],
+                    i.salts_raw[3],
+                ]);
+                if i.mx_frame != 0 || salt1 != e.salts().0.wrapping_add(1) {
+                    return Err(Gap("wal_restarted_unpinned"));
+                }
+                true
+            }
+            (Some(i), None) => i.mx_frame == 0,
+            (None, _) => false,
+        };
+        if settled {
+            self.sync_frame = Some(pos);
+            report.synced = true;
+        }
+        tracing::debug!(
+            settled,
+            pos,
+            "moved the pin out of the way of the application's checkpoint"
+        );
+        Ok(())
     }
 
     /// Copy to the end under the write lock, checkpoint, re-pin (see the module doc).
