@@ -337,7 +337,7 @@ pub(crate) fn wait_for_window(i: &Install, within: Duration) -> Value {
     }
 }
 
-fn windows(i: &Install) -> Vec<(String, i64, i64)> {
+pub(crate) fn windows(i: &Install) -> Vec<(String, i64, i64)> {
     let r = i.run(&["list"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     r.json["windows"]

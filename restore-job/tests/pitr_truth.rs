@@ -226,3 +226,109 @@ fn the_applications_own_checkpoints_are_never_stalled_by_the_streamer() {
     let t = live_ticks(&i, "restore --at now after the application's checkpoints");
     assert_eq!(t.k, n + 99, "restore --at now: {}", r.stdout);
 }
+
+fn warnings(r: &crate::util::Run) -> Vec<String> {
+    r.json["point_in_time_warnings"]
+        .as_array()
+        .map(|w| w.iter().map(|x| x.as_str().unwrap().to_string()).collect())
+        .unwrap_or_default()
+}
+
+/// Two generations with a gap between them (the streamer stopped, the WAL truncated,
+/// the streamer started again). A moment in the gap and one after the capture's end
+/// are restored with a warning naming why; then one emptied segment in the older
+/// generation leaves it out of `list` and of the plan, and a moment in the newer one
+/// is restored exactly, with a warning.
+#[test]
+fn restore_at_names_gaps_and_skips_a_damaged_generation() {
+    let i = Install::with_rows(20);
+    let c = hold_wal(&i);
+    let mut log = std::collections::BTreeMap::new();
+    let s = Streamer::start(&i);
+    wait_for_window(&i, Duration::from_secs(20));
+    commit_range(&c, 1, 100, Duration::from_millis(2), &mut log);
+    std::thread::sleep(Duration::from_millis(500));
+    s.stop();
+    let first_end = now_ms();
+    commit_range(&c, 101, 120, Duration::from_millis(2), &mut log);
+    let row: (i64, i64, i64) = c
+        .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
+        .unwrap();
+    assert_eq!(
+        row.0, 0,
+        "the WAL could not be truncated with the streamer stopped"
+    );
+    std::thread::sleep(Duration::from_millis(2500));
+    commit_range(&c, 121, 130, Duration::from_millis(2), &mut log);
+    let s = Streamer::start(&i);
+    let until = Instant::now() + Duration::from_secs(30);
+    while pitr::windows(&i).len() < 2 {
+        assert!(Instant::now() < until, "no second window");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    commit_range(&c, 131, 200, Duration::from_millis(2), &mut log);
+    std::thread::sleep(Duration::from_millis(600));
+    s.stop();
+    drop(c);
+    let gens: Vec<String> = pitr::windows(&i).into_iter().map(|w| w.0).collect();
+    assert_eq!(gens.len(), 2, "{gens:?}");
+
+    // In the gap: the first generation's end, and a warning naming the next one.
+    let r = pitr::restore_at(&i, first_end + 1500);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let w = warnings(&r);
+    assert!(
+        w.iter().any(|w| w.starts_with("wal_gap: ")
+            && w.contains(&gens[1])
+            && w.contains("(new_chain)")),
+        "no warning names the gap: {w:?}"
+    );
+    assert!(
+        w.iter()
+            .any(|w| w.starts_with("chroma_not_restored: the base snapshot ")),
+        "a database-only base restored without a chroma warning: {w:?}"
+    );
+    assert_eq!(live_ticks(&i, "restore in the gap").k, 100);
+
+    // Past the end of the capture.
+    std::thread::sleep(Duration::from_millis(1500));
+    let r = pitr::restore_at(&i, now_ms());
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        warnings(&r)
+            .iter()
+            .any(|w| w.starts_with("at_after_capture_end: the capture reaches only ")),
+        "{:?}",
+        warnings(&r)
+    );
+    assert_eq!(live_ticks(&i, "restore past the capture").k, 200);
+
+    // One emptied segment in the older generation.
+    let segs: Vec<_> = pitr::segments(&i)
+        .into_iter()
+        .filter(|(g, _, _)| *g == gens[0])
+        .collect();
+    std::fs::write(&segs[segs.len() / 2].1, b"").unwrap();
+    let listed: Vec<String> = pitr::windows(&i).into_iter().map(|w| w.0).collect();
+    assert_eq!(
+        listed,
+        vec![gens[1].clone()],
+        "list still shows the damaged generation"
+    );
+    let r = pitr::restore_at(&i, now_ms() - 1800);
+    assert_eq!(
+        r.code, 0,
+        "a damaged old generation blocked the restore: {}\n{}",
+        r.stdout, r.stderr
+    );
+    assert!(
+        warnings(&r)
+            .iter()
+            .any(|w| w.starts_with(&format!("generation_skipped: {}: ", gens[0]))),
+        "{:?}",
+        warnings(&r)
+    );
+    assert_eq!(live_ticks(&i, "restore beside a damaged generation").k, 200);
+}

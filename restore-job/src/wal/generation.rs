@@ -197,6 +197,36 @@ pub fn bases(record: &Record, headers: &[SegmentHeader], snapshots: &[Metadata])
     out
 }
 
+/// The segments follow one another: consecutive numbers, frames continuing within an
+/// epoch, each new epoch starting at frame 1 after the one it follows. The reason when
+/// they do not.
+pub fn check_links(headers: &[SegmentHeader]) -> std::result::Result<(), String> {
+    for w in headers.windows(2) {
+        let (a, b) = (&w[0], &w[1]);
+        if b.seq != a.seq + 1 {
+            return Err(format!(
+                "segments {} to {} are missing",
+                a.seq + 1,
+                b.seq - 1
+            ));
+        }
+        let continues = if a.wal_header == b.wal_header {
+            b.first_frame == a.last_frame + 1
+        } else {
+            b.first_frame == 1
+                && (a.wal_header.restarted_as(&b.wal_header)
+                    || b.follows == Some(a.wal_header.salts()))
+        };
+        if !continues {
+            return Err(format!(
+                "segment {} does not continue segment {}",
+                b.seq, a.seq
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// One recoverable window: any moment from `from` to `to` can be restored to.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Window {
@@ -220,6 +250,10 @@ pub fn windows(paths: &Paths, snapshots: &[Metadata]) -> Result<Vec<Window>> {
                 continue;
             }
         };
+        if let Err(why) = check_links(&headers) {
+            tracing::warn!(generation = %g.record.id, why, "the generation's chain is broken; left out of the windows");
+            continue;
+        }
         let bs = bases(&g.record, &headers, snapshots);
         let (Some(first), Some(last)) = (bs.first(), headers.last()) else {
             continue;

@@ -76,8 +76,19 @@ pub fn plan(paths: &Paths, at: DateTime<Utc>, only_base: Option<&str>) -> Result
         snapshots.retain(|m| m.stamp == b.as_str());
     }
     let mut best: Option<(i64, Plan)> = None;
-    for g in generation::list(paths)? {
-        let headers = g.headers()?;
+    let mut skipped = Vec::new();
+    let gens = generation::list(paths)?;
+    for g in &gens {
+        // A damaged generation is left out with a warning, as `list`'s windows leave
+        // it out: one bad file never blocks a restore from an intact generation.
+        let headers = match g.headers() {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::warn!(generation = %g.record.id, cause = %e, "a segment cannot be read; the generation is left out of the plan");
+                skipped.push(format!("generation_skipped: {}: {e}", g.record.id));
+                continue;
+            }
+        };
         let bases = generation::bases(&g.record, &headers, &snapshots);
         let target = headers.iter().rposition(|h| h.captured_ms <= at_ms);
         let Some(base) = bases
@@ -89,7 +100,11 @@ pub fn plan(paths: &Paths, at: DateTime<Utc>, only_base: Option<&str>) -> Result
         };
         let t = target.expect("a base was found at or before it");
         let start = epoch_start(&headers, base.segment);
-        check_chain(&headers[start..=t], &g.record.id)?;
+        if let Err(e) = check_chain(&headers[start..=t], &g.record.id) {
+            tracing::warn!(generation = %g.record.id, cause = %e, "the generation's chain is broken; left out of the plan");
+            skipped.push(format!("generation_skipped: {}: {e}", g.record.id));
+            continue;
+        }
         let reached = headers[t].captured_ms.max(base.pinned_ms);
         if best.as_ref().is_some_and(|(r, _)| *r >= reached) {
             continue;
@@ -122,9 +137,9 @@ pub fn plan(paths: &Paths, at: DateTime<Utc>, only_base: Option<&str>) -> Result
             (pinned <= at_ms).then_some((pinned, m))
         })
         .max_by_key(|(p, _)| *p);
-    match (best, plain) {
-        (Some((reached, plan)), Some((p, _))) if reached >= p => Ok(plan),
-        (_, Some((p, m))) => Ok(Plan {
+    let mut chosen = match (best, plain) {
+        (Some((reached, plan)), Some((p, _))) if reached >= p => plan,
+        (_, Some((p, m))) => Plan {
             at: at_s,
             restored_to: ms_to_rfc3339(p),
             base: m.stamp.clone(),
@@ -132,13 +147,65 @@ pub fn plan(paths: &Paths, at: DateTime<Utc>, only_base: Option<&str>) -> Result
             segments: Vec::new(),
             segments_replayed: 0,
             warnings: vec!["no_wal_capture_reaches_at: the database is restored as of the snapshot's copy; transactions after it and before the moment asked for were not captured".into()],
-        }),
-        (Some((_, plan)), None) => Ok(plan),
-        (None, None) => Err(Error::NoPointInTime {
-            at: at_s,
-            why: "no valid snapshot was taken at or before it".into(),
-        }),
+        },
+        (Some((_, plan)), None) => plan,
+        (None, None) => {
+            let why = if skipped.is_empty() {
+                "no valid snapshot was taken at or before it".to_string()
+            } else {
+                format!(
+                    "no valid snapshot was taken at or before it ({})",
+                    skipped.join("; ")
+                )
+            };
+            return Err(Error::NoPointInTime { at: at_s, why });
+        }
+    };
+    chosen.warnings.extend(short_of(&chosen, at_ms, &gens));
+    if let Some(base) = snapshots.iter().find(|m| m.stamp == chosen.base)
+        && !base.has_chroma()
+    {
+        let newest = snapshots.iter().rev().find(|m| m.has_chroma());
+        chosen.warnings.push(match newest {
+            Some(c) => format!(
+                "chroma_not_restored: the base snapshot {} holds no chroma; the live chroma is left as it is (the newest snapshot with chroma is {})",
+                chosen.base, c.stamp
+            ),
+            None => format!(
+                "chroma_not_restored: the base snapshot {} holds no chroma and no snapshot does; the live chroma is left as it is",
+                chosen.base
+            ),
+        });
     }
+    chosen.warnings.extend(skipped);
+    Ok(chosen)
+}
+
+/// How far short of the moment asked for a plan falls, when more than the capture's
+/// granularity (1 s): the capture had stopped or stalled by then, or the moment lies
+/// in a gap between two generations (the reason the next one started is named).
+fn short_of(plan: &Plan, at_ms: i64, gens: &[generation::Generation]) -> Option<String> {
+    let reached = DateTime::parse_from_rfc3339(&plan.restored_to)
+        .ok()?
+        .timestamp_millis();
+    if at_ms - reached <= 1000 {
+        return None;
+    }
+    let next = gens.iter().find(|g| {
+        DateTime::parse_from_rfc3339(&g.record.started_at)
+            .is_ok_and(|t| t.timestamp_millis() > reached)
+    });
+    Some(match next {
+        Some(g) => format!(
+            "wal_gap: nothing was captured from {} until generation {} started at {} ({}); the database is restored as of {}",
+            plan.restored_to, g.record.id, g.record.started_at, g.record.reason, plan.restored_to
+        ),
+        None => format!(
+            "at_after_capture_end: the capture reaches only {}, {} s before the moment asked for (streaming stopped or stalled); later transactions are not restored",
+            plan.restored_to,
+            (at_ms - reached) / 1000
+        ),
+    })
 }
 
 /// The first segment of the WAL epoch holding segment `i`.
@@ -165,30 +232,7 @@ fn check_chain(headers: &[SegmentHeader], generation: &str) -> Result<()> {
             first.seq, first.first_frame
         )));
     }
-    for w in headers.windows(2) {
-        let (a, b) = (&w[0], &w[1]);
-        if b.seq != a.seq + 1 {
-            return Err(broken(format!(
-                "segments {} to {} are missing",
-                a.seq + 1,
-                b.seq - 1
-            )));
-        }
-        let continues = if a.wal_header == b.wal_header {
-            b.first_frame == a.last_frame + 1
-        } else {
-            b.first_frame == 1
-                && (a.wal_header.restarted_as(&b.wal_header)
-                    || b.follows == Some(a.wal_header.salts()))
-        };
-        if !continues {
-            return Err(broken(format!(
-                "segment {} does not continue segment {}",
-                b.seq, a.seq
-            )));
-        }
-    }
-    Ok(())
+    generation::check_links(headers).map_err(broken)
 }
 
 /// Rebuild the database of `plan` into `db` (a copy of the base's database): each WAL
