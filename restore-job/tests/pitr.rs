@@ -253,6 +253,11 @@ impl Streamer {
 
     /// The `stream` command with these options.
     pub(crate) fn start_with(i: &Install, opts: &[&str]) -> Streamer {
+        Streamer::start_env(i, opts, &[])
+    }
+
+    /// The `stream` command with these options and environment.
+    pub(crate) fn start_env(i: &Install, opts: &[&str], env: &[(&str, &str)]) -> Streamer {
         let errlog = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -266,6 +271,7 @@ impl Streamer {
             .env("ATOCORE_LOG_FORMAT", "text")
             .env_remove("ATOCORE_DB_PATH")
             .env_remove("ATOCORE_BACKUP_DIR")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(errlog)
             .spawn()

@@ -332,3 +332,111 @@ fn restore_at_names_gaps_and_skips_a_damaged_generation() {
     );
     assert_eq!(live_ticks(&i, "restore beside a damaged generation").k, 200);
 }
+
+/// A C shim for `LD_PRELOAD` that sets CLOCK_REALTIME back 60 s for as long as the
+/// file named by `ATOCORE_CLOCK_SHIM_FILE` exists (CLOCK_MONOTONIC and CLOCK_BOOTTIME
+/// are left alone, as an NTP step or an operator's `date -s` leaves them). Built with
+/// the system's C compiler; `None` (and a skip outside CI) when there is none.
+fn clock_shim(dir: &Path) -> Option<std::path::PathBuf> {
+    let src = dir.join("clockshim.c");
+    let so = dir.join("clockshim.so");
+    std::fs::write(
+        &src,
+        r#"#define _GNU_SOURCE
+#include <time.h>
+#include <dlfcn.h>
+#include <stdlib.h>
+#include <unistd.h>
+static int (*real_clock_gettime)(clockid_t, struct timespec *);
+int clock_gettime(clockid_t id, struct timespec *ts) {
+    if (!real_clock_gettime) real_clock_gettime = dlsym(RTLD_NEXT, "clock_gettime");
+    int r = real_clock_gettime(id, ts);
+    const char *f = getenv("ATOCORE_CLOCK_SHIM_FILE");
+    if (r == 0 && (id == CLOCK_REALTIME || id == CLOCK_REALTIME_COARSE) && f && access(f, F_OK) == 0)
+        ts->tv_sec -= 60;
+    return r;
+}
+"#,
+    )
+    .unwrap();
+    let built = Command::new("cc")
+        .args(["-shared", "-fPIC", "-O2", "-o"])
+        .arg(&so)
+        .arg(&src)
+        .arg("-ldl")
+        .status()
+        .is_ok_and(|s| s.success());
+    if !built {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI is set but cc cannot build the clock shim"
+        );
+        eprintln!("skipped: no C compiler for the clock shim");
+        return None;
+    }
+    Some(so)
+}
+
+/// The streamer's clock steps back 60 s during capture. A restore to a moment before
+/// the step, and to one after it, never holds a transaction begun after the moment
+/// (real time, from the writer's own clock), and says the clock stepped.
+#[test]
+fn a_clock_step_never_lets_restore_at_include_later_transactions() {
+    let i = Install::with_rows(20);
+    let Some(shim) = clock_shim(i.dir.path()) else {
+        return;
+    };
+    let trigger = i.dir.path().join("clock-is-back");
+    let c = hold_wal(&i);
+    let s = Streamer::start_env(
+        &i,
+        &["--poll", "100ms"],
+        &[
+            ("LD_PRELOAD", shim.to_str().unwrap()),
+            ("ATOCORE_CLOCK_SHIM_FILE", trigger.to_str().unwrap()),
+        ],
+    );
+    wait_for_window(&i, Duration::from_secs(20));
+    let mut log = std::collections::BTreeMap::new();
+    let start = now_ms();
+    commit_range(&c, 1, 300, Duration::from_millis(10), &mut log);
+    let step = now_ms();
+    std::fs::write(&trigger, b"").unwrap();
+    commit_range(&c, 301, 900, Duration::from_millis(10), &mut log);
+    std::thread::sleep(Duration::from_millis(500));
+    s.stop();
+    drop(c);
+    let after_step = step + (now_ms() - step) / 2;
+    for (what, at) in [
+        ("before the step", start + (step - start) / 2),
+        ("after the step", after_step),
+    ] {
+        let r = pitr::restore_at(&i, at);
+        assert_eq!(r.code, 0, "{what}: {}\n{}", r.stdout, r.stderr);
+        let t = live_ticks(&i, what);
+        let begun_after: Vec<i64> = (1..=t.k)
+            .filter(|n| {
+                let c = atocore_restore_job::open_immutable(&i.paths.db).unwrap();
+                let t_ms: i64 = c
+                    .query_row("SELECT t_ms FROM ticks WHERE n = ?1", [n], |r| r.get(0))
+                    .unwrap();
+                t_ms > at
+            })
+            .take(3)
+            .collect();
+        eprintln!("  {what}: k = {} warnings {:?}", t.k, warnings(&r));
+        assert!(
+            begun_after.is_empty(),
+            "restore --at {what} holds rows begun after the moment, e.g. {begun_after:?} (k = {}): {}",
+            t.k,
+            r.stdout
+        );
+        if what == "after the step" {
+            assert!(
+                warnings(&r).iter().any(|w| w.starts_with("clock_step: ")),
+                "{what}: no warning of the clock step: {:?}",
+                warnings(&r)
+            );
+        }
+    }
+}

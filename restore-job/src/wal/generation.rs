@@ -66,9 +66,16 @@ pub struct Generation {
     pub segments: Vec<SegmentRef>,
 }
 
-/// A fresh generation id: the UTC time to the millisecond, unique in `wal_dir`.
+/// A fresh generation id: the UTC time to the millisecond, unique in `wal_dir` and
+/// later than every existing id (generations are ordered by id: a clock set back must
+/// not put a new generation before an older one).
 pub fn new_id(paths: &Paths, now: DateTime<Utc>) -> String {
-    let mut t = now;
+    let newest = list(paths)
+        .ok()
+        .and_then(|g| g.last().map(|g| g.record.id.clone()))
+        .and_then(|id| chrono::NaiveDateTime::parse_from_str(&id, "%Y%m%dT%H%M%S%3fZ").ok())
+        .map(|t| t.and_utc() + chrono::Duration::milliseconds(1));
+    let mut t = newest.map_or(now, |n| n.max(now));
     loop {
         let id = t.format("%Y%m%dT%H%M%S%3fZ").to_string();
         if !wal_dir(paths).join(&id).exists() {

@@ -90,7 +90,14 @@ pub fn plan(paths: &Paths, at: DateTime<Utc>, only_base: Option<&str>) -> Result
             }
         };
         let bases = generation::bases(&g.record, &headers, &snapshots);
-        let target = headers.iter().rposition(|h| h.captured_ms <= at_ms);
+        // Segments in sequence order, never by wall time: the target is the last of
+        // the first segments that were all, even at the latest time a clock step
+        // allows, captured at or before the moment.
+        let clock = Timeline::of(&headers);
+        let target = match clock.latest.iter().position(|&t| t > at_ms) {
+            Some(first_after) => first_after.checked_sub(1),
+            None => headers.len().checked_sub(1),
+        };
         let Some(base) = bases
             .iter()
             .filter(|b| b.pinned_ms <= at_ms && target.is_some_and(|t| b.segment <= t))
@@ -105,7 +112,7 @@ pub fn plan(paths: &Paths, at: DateTime<Utc>, only_base: Option<&str>) -> Result
             skipped.push(format!("generation_skipped: {}: {e}", g.record.id));
             continue;
         }
-        let reached = headers[t].captured_ms.max(base.pinned_ms);
+        let reached = clock.earliest[t].max(base.pinned_ms);
         if best.as_ref().is_some_and(|(r, _)| *r >= reached) {
             continue;
         }
@@ -121,7 +128,7 @@ pub fn plan(paths: &Paths, at: DateTime<Utc>, only_base: Option<&str>) -> Result
                     .map(|s| s.path.clone())
                     .collect(),
                 segments_replayed: (t + 1 - start) as u64,
-                warnings: Vec::new(),
+                warnings: clock.steps_near(&headers, start, t + 1, &g.record.id),
             },
         ));
     }
@@ -161,7 +168,10 @@ pub fn plan(paths: &Paths, at: DateTime<Utc>, only_base: Option<&str>) -> Result
             return Err(Error::NoPointInTime { at: at_s, why });
         }
     };
-    chosen.warnings.extend(short_of(&chosen, at_ms, &gens));
+    // A clock step already says why the database may be older than the moment.
+    if !chosen.warnings.iter().any(|w| w.starts_with("clock_step: ")) {
+        chosen.warnings.extend(short_of(&chosen, at_ms, &gens));
+    }
     if let Some(base) = snapshots.iter().find(|m| m.stamp == chosen.base)
         && !base.has_chroma()
     {
@@ -206,6 +216,89 @@ fn short_of(plan: &Plan, at_ms: i64, gens: &[generation::Generation]) -> Option<
             (at_ms - reached) / 1000
         ),
     })
+}
+
+/// Wall-clock steps measured against the boot-time clock: for each segment the
+/// earliest and latest moment its capture can have happened, whichever side of a step
+/// the wall clock was right on. Within one boot, `captured_ms - mono_ms` is the wall
+/// clock's offset; it changes only when the clock is stepped (or slewed, by far less
+/// than the 1 s tolerated here). Segments without the boot-time clock count at their
+/// wall time.
+struct Timeline {
+    earliest: Vec<i64>,
+    latest: Vec<i64>,
+}
+
+/// A change of the wall clock's offset above this between two segments is a step.
+const CLOCK_STEP_MS: i64 = 1000;
+
+impl Timeline {
+    fn of(headers: &[SegmentHeader]) -> Timeline {
+        let mut earliest: Vec<i64> = headers.iter().map(|h| h.captured_ms).collect();
+        let mut latest = earliest.clone();
+        let mut i = 0;
+        while i < headers.len() {
+            let Some(boot) = headers[i]
+                .boot_id
+                .as_ref()
+                .filter(|_| headers[i].mono_ms.is_some())
+            else {
+                i += 1;
+                continue;
+            };
+            let run_end = (i..headers.len())
+                .find(|&j| {
+                    headers[j].boot_id.as_ref() != Some(boot) || headers[j].mono_ms.is_none()
+                })
+                .unwrap_or(headers.len());
+            let (lo, hi) = headers[i..run_end]
+                .iter()
+                .map(|h| h.captured_ms - h.mono_ms.unwrap_or_default())
+                .fold((i64::MAX, i64::MIN), |(lo, hi), o| (lo.min(o), hi.max(o)));
+            if hi - lo > CLOCK_STEP_MS {
+                for j in i..run_end {
+                    let mono = headers[j].mono_ms.unwrap_or_default();
+                    earliest[j] = mono + lo;
+                    latest[j] = mono + hi;
+                }
+            }
+            i = run_end;
+        }
+        Timeline { earliest, latest }
+    }
+
+    /// Warnings for the steps between segments `from..to` and the one after `to`
+    /// (whose step decides where the replay stops).
+    fn steps_near(
+        &self,
+        headers: &[SegmentHeader],
+        from: usize,
+        to: usize,
+        generation: &str,
+    ) -> Vec<String> {
+        let end = (to + 1).min(headers.len());
+        let mut out = Vec::new();
+        for j in from.max(1)..end {
+            let (a, b) = (&headers[j - 1], &headers[j]);
+            let (Some(ma), Some(mb)) = (a.mono_ms, b.mono_ms) else {
+                continue;
+            };
+            if a.boot_id != b.boot_id {
+                continue;
+            }
+            let step = (b.captured_ms - mb) - (a.captured_ms - ma);
+            if step.abs() > CLOCK_STEP_MS {
+                out.push(format!(
+                    "clock_step: the streamer's clock stepped {}{} s between segments {} and {} of generation {generation}; the moment is resolved conservatively: nothing captured after it is restored, and restored_to is the earliest moment the last segment replayed can have been captured",
+                    if step > 0 { "+" } else { "" },
+                    step / 1000,
+                    a.seq,
+                    b.seq,
+                ));
+            }
+        }
+        out
+    }
 }
 
 /// The first segment of the WAL epoch holding segment `i`.

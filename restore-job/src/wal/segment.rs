@@ -43,6 +43,13 @@ pub struct SegmentHeader {
     pub frame_bytes: u64,
     /// SHA-256 of the stored (compressed) body.
     pub body_sha256: String,
+    /// The system's boot-time clock (CLOCK_BOOTTIME, ms) when the frames were read,
+    /// and the boot it counts from: wall-clock steps between two segments of one boot
+    /// show as a change of `captured_ms - mono_ms` (absent in older segments).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mono_ms: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_id: Option<String>,
     /// For the first segment of an epoch that began in this generation: the salts of
     /// the epoch it follows (every frame of which the streamer had copied).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -64,6 +71,39 @@ pub fn parse_name(name: &str) -> Option<(u64, i64)> {
     Some((seq.parse().ok()?, ms.parse().ok()?))
 }
 
+/// When frames were read: the wall clock, and the boot-time clock with its boot.
+#[derive(Debug, Clone)]
+pub struct Captured {
+    pub wall: chrono::DateTime<chrono::Utc>,
+    pub mono_ms: Option<i64>,
+    pub boot_id: Option<String>,
+}
+
+impl Captured {
+    /// Now, on both clocks.
+    pub fn now() -> Captured {
+        static BOOT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+        let boot_id = BOOT
+            .get_or_init(|| {
+                std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+                    .ok()
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+            })
+            .clone();
+        // SAFETY: an all-zero timespec is valid; clock_gettime fills it.
+        let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+        // SAFETY: a valid clock id and a valid pointer.
+        let ok = unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) } == 0;
+        let mono_ms = ok.then(|| ts.tv_sec * 1000 + ts.tv_nsec / 1_000_000);
+        Captured {
+            wall: chrono::Utc::now(),
+            mono_ms: boot_id.as_ref().and(mono_ms),
+            boot_id,
+        }
+    }
+}
+
 /// Where a segment goes: its generation's folder and id, and its sequence number.
 #[derive(Debug, Clone, Copy)]
 pub struct Place<'a> {
@@ -80,8 +120,13 @@ pub fn write(
     frames: &[Frame],
     end: WalPosition,
     follows: Option<(u32, u32)>,
-    captured: chrono::DateTime<chrono::Utc>,
+    captured: Captured,
 ) -> Result<(PathBuf, SegmentHeader)> {
+    let Captured {
+        wall: captured,
+        mono_ms,
+        boot_id,
+    } = captured;
     let first = frames.first().map_or(end.frame, |f| f.index);
     let raw: Vec<u8> = frames
         .iter()
@@ -108,6 +153,8 @@ pub fn write(
         frame_bytes: raw.len() as u64,
         body_sha256: hex::encode(Sha256::digest(&body)),
         follows,
+        mono_ms,
+        boot_id,
     };
     let mut bytes = Vec::with_capacity(body.len() + 1024);
     writeln!(bytes, "{MAGIC_LINE}").expect("writing to memory");

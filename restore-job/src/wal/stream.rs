@@ -425,7 +425,7 @@ impl Live {
             generation: &self.id,
             seq: self.seq,
         };
-        let (_, sh) = segment::write(at, h, frames, end, follows, Utc::now())?;
+        let (_, sh) = segment::write(at, h, frames, end, follows, segment::Captured::now())?;
         self.seq += 1;
         self.pos = Some(end);
         report.frames += frames.len() as u64;
