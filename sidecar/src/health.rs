@@ -192,7 +192,11 @@ fn build(
         let st = state.wal.status();
         match (st.lag_seconds, &st.last_error) {
             (Some(lag), _) if !st.paused && lag > w.max_lag.as_secs_f64() => reasons.push(format!(
-                "the WAL capture lags the database by {lag:.0} s (more than ATOCORE_WAL_MAX_LAG, {} s){}; see the sidecar's log",
+                "the WAL capture lags the database by {lag:.0} s{} (more than ATOCORE_WAL_MAX_LAG, {} s){}; see the sidecar's log",
+                st.lag_frames
+                    .filter(|f| *f > 0)
+                    .map(|f| format!(" and {f} committed frames"))
+                    .unwrap_or_default(),
                 w.max_lag.as_secs(),
                 st.last_error.as_deref().map(|e| format!(": {e}")).unwrap_or_default()
             )),

@@ -296,6 +296,13 @@ impl Metrics {
                     lag,
                 );
             }
+            if let Some(frames) = s.wal.lag_frames {
+                r.int_gauge(
+                    "atocore_wal_lag_frames",
+                    "Committed frames of the live WAL (its wal-index's end) not captured yet",
+                    frames as i64,
+                );
+            }
             r.counter(
                 "atocore_wal_frames_captured",
                 "WAL frames captured into segments since the sidecar started",

@@ -23,6 +23,9 @@ pub struct WalStatus {
     /// last look).
     pub lag_seconds: Option<f64>,
     pub last_caught_up_at: Option<String>,
+    /// Committed frames of the live WAL not captured yet (the wal-index's committed end
+    /// minus the captured position), as of the last look.
+    pub lag_frames: Option<u64>,
     pub frames_captured: u64,
     pub commits_captured: u64,
     pub bytes_captured: u64,
@@ -269,6 +272,7 @@ impl WalStream {
                     }
                     s.generation = streamer.generation().map(str::to_string);
                     s.caught_up_ms = streamer.caught_up_ms();
+                    s.lag_frames = streamer.lag_frames();
                     s.last_caught_up_at = s
                         .caught_up_ms
                         .map(atocore_restore_job::wal::generation::ms_to_rfc3339);

@@ -198,3 +198,132 @@ fn with_an_offsite_target_the_captured_wal_is_pushed_there_in_batches() {
     let m = sc.get("/metrics").body;
     assert!(m.contains("atocore_wal_offsite_lag_seconds "), "{m}");
 }
+
+/// A Python `sqlite3` writer killed by `strace` at the first `fdatasync` of its COMMIT
+/// (after the commit frame reached the `-wal`, before the wal-index counts it).
+/// `false` (and a skip outside CI) when strace or python3 is missing.
+fn commit_killed_in_fdatasync(db: &std::path::Path, sql: &str) -> bool {
+    let tools = std::process::Command::new("strace")
+        .arg("-V")
+        .output()
+        .is_ok_and(|o| o.status.success())
+        && std::process::Command::new("python3")
+            .args(["-c", "import sqlite3"])
+            .status()
+            .is_ok_and(|s| s.success());
+    if !tools {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI is set but strace or python3 with sqlite3 is missing"
+        );
+        eprintln!("skipped: strace or python3 with sqlite3 is not available");
+        return false;
+    }
+    let out = std::process::Command::new("strace")
+        .args(["-f", "-qq", "-o", "/dev/null", "-e", "trace=fdatasync"])
+        .args(["-e", "inject=fdatasync:signal=KILL:when=1", "python3", "-c"])
+        .arg(
+            "import sqlite3, sys\n\
+             c = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=10)\n\
+             c.execute('PRAGMA synchronous=FULL')\n\
+             c.execute('BEGIN IMMEDIATE')\n\
+             c.execute(sys.argv[2])\n\
+             c.execute('COMMIT')\n\
+             print('committed')\n",
+        )
+        .arg(db)
+        .arg(sql)
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success() && !String::from_utf8_lossy(&out.stdout).contains("committed"),
+        "the writer was not killed inside COMMIT: {}",
+        out.status
+    );
+    true
+}
+
+/// After a transaction killed inside COMMIT, the sidecar's stream goes on capturing
+/// every commit (before, it captured the dead frames, then nothing more, and said it
+/// lagged 0.2 s). When capture really stalls (its generation folder made unwritable)
+/// while the database moves on, `GET /admin/wal` counts the committed frames not
+/// captured, the metric says so, and `/health` is degraded.
+#[test]
+fn a_killed_commit_never_stalls_the_capture_and_a_real_stall_degrades_health() {
+    let sc = Sidecar::start_with(|s| {
+        s.flag("--wal-stream")
+            .set("--wal-poll", "100ms")
+            .set("--wal-max-lag", "2s");
+    });
+    commit_rows(&sc.paths.db, 1, 5);
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            let v = wal_status(&sc);
+            v["stream"]["generation"].is_string() && v["stream"]["needs_base"] == false
+        }),
+        "no generation with a base: {}",
+        wal_status(&sc)
+    );
+    let c = Connection::open(&sc.paths.db).unwrap();
+    c.execute_batch("CREATE TABLE acct (id INTEGER PRIMARY KEY, balance INTEGER); INSERT INTO acct VALUES (1, 100);")
+        .unwrap();
+    drop(c);
+    std::thread::sleep(Duration::from_millis(400));
+    if !commit_killed_in_fdatasync(&sc.paths.db, "UPDATE acct SET balance = 999999") {
+        return;
+    }
+    std::thread::sleep(Duration::from_millis(400));
+    let before = wal_status(&sc)["stream"]["commits_captured"]
+        .as_u64()
+        .unwrap();
+    commit_rows(&sc.paths.db, 6, 60);
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            let v = wal_status(&sc);
+            v["stream"]["commits_captured"].as_u64() >= Some(before + 60)
+                && v["stream"]["lag_frames"] == 0
+        }),
+        "the capture stalled after a killed commit: {}",
+        wal_status(&sc)
+    );
+    let h = sc.get("/health").json();
+    assert!(!h["reasons"].to_string().contains("WAL"), "{h}");
+
+    // A real stall: the generation's folder replaced by a file.
+    let generation = wal_status(&sc)["stream"]["generation"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let dir = sc.paths.backup_dir.join("wal").join(&generation);
+    std::fs::rename(&dir, dir.with_extension("aside")).unwrap();
+    std::fs::write(&dir, b"not a folder").unwrap();
+    commit_rows(&sc.paths.db, 66, 30);
+    assert!(
+        wait_until(Duration::from_secs(15), || {
+            sc.get("/health").json()["status"] == "degraded"
+        }),
+        "a stalled capture is reported ok: {}",
+        sc.get("/health").body
+    );
+    let h = sc.get("/health").json();
+    let v = wal_status(&sc);
+    let lag_frames = v["stream"]["lag_frames"].as_u64().unwrap();
+    assert!(lag_frames >= 30, "{v}");
+    assert!(
+        h["reasons"].to_string().contains(&format!(
+            " and {lag_frames} committed frames (more than ATOCORE_WAL_MAX_LAG, 2 s)"
+        )),
+        "{h}"
+    );
+    let m = sc.get("/metrics").body;
+    let metric = m
+        .lines()
+        .find(|l| l.starts_with("atocore_wal_lag_frames "))
+        .unwrap_or_else(|| panic!("no atocore_wal_lag_frames: {m}"));
+    assert!(
+        metric.split(' ').nth(1).unwrap().parse::<u64>().unwrap() >= 30,
+        "{metric}"
+    );
+    std::fs::remove_file(&dir).unwrap();
+    std::fs::rename(dir.with_extension("aside"), &dir).unwrap();
+}

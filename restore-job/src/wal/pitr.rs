@@ -169,7 +169,11 @@ pub fn plan(paths: &Paths, at: DateTime<Utc>, only_base: Option<&str>) -> Result
         }
     };
     // A clock step already says why the database may be older than the moment.
-    if !chosen.warnings.iter().any(|w| w.starts_with("clock_step: ")) {
+    if !chosen
+        .warnings
+        .iter()
+        .any(|w| w.starts_with("clock_step: "))
+    {
         chosen.warnings.extend(short_of(&chosen, at_ms, &gens));
     }
     if let Some(base) = snapshots.iter().find(|m| m.stamp == chosen.base)

@@ -121,6 +121,15 @@ impl Streamer {
         self.caught_up_ms
     }
 
+    /// Committed frames of the live WAL not captured yet, as of the last look: the
+    /// wal-index's committed end minus the captured position, in the same WAL epoch
+    /// (`None` before a first look, or while the epoch is changing).
+    pub fn lag_frames(&self) -> Option<u64> {
+        let l = self.live.as_ref()?;
+        let committed = l.committed_frame?;
+        Some(committed.saturating_sub(l.pos.map_or(0, |p| p.frame)))
+    }
+
     /// The generation being written, if any.
     pub fn generation(&self) -> Option<&str> {
         self.live.as_ref().map(|l| l.id.as_str())
@@ -523,6 +532,7 @@ impl Live {
     }
 
     fn new_epoch(&mut self, h: WalHeader) {
+        self.committed_frame = None;
         self.epoch = Some(h);
         self.pos = Some(start_of(&h));
         self.sync_frame = None;
