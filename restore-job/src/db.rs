@@ -337,7 +337,7 @@ fn copy_committed_frames(
             out.as_mut().expect("created above").push(&f.bytes)
         })
         .map_err(|u| match u {
-            crate::wal::format::Unsettled::Sink(e) => e,
+            crate::wal::format::Unsettled::Sink(e) => e.into(),
             other => Error::WalChainBroken {
                 what: with_suffix(src, "-wal").display().to_string(),
                 why: other.to_string(),

@@ -291,6 +291,16 @@ impl Error {
     }
 }
 
+impl From<atocore_wal::Error> for Error {
+    fn from(e: atocore_wal::Error) -> Error {
+        match e {
+            atocore_wal::Error::Io { op, path, source } => Error::Io { op, path, source },
+            atocore_wal::Error::Sqlite { op, path, source } => Error::Sqlite { op, path, source },
+            atocore_wal::Error::Broken { what, why } => Error::WalChainBroken { what, why },
+        }
+    }
+}
+
 /// An error as it appears in JSON documents.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ErrorBody {

@@ -150,7 +150,7 @@ impl Generation {
     pub fn headers(&self) -> Result<Vec<SegmentHeader>> {
         self.segments
             .iter()
-            .map(|s| segment::read_header(&s.path))
+            .map(|s| segment::read_header(&s.path).map_err(Error::from))
             .collect()
     }
 }

@@ -2,12 +2,10 @@
 //! segments of generations ([`segment`], [`generation`]), and replayed onto a snapshot
 //! to rebuild the database as it was at any captured moment ([`replay`], [`pitr`]).
 
-pub mod format;
+pub use atocore_wal::{format, replay, segment};
 pub mod generation;
 pub mod pitr;
-pub mod replay;
-pub mod segment;
 pub mod stream;
 
 pub use format::WalPosition;
-pub use stream::{StepReport, StreamOptions, Streamer};
+pub use stream::{End, Start, StepReport, StreamOptions, Streamer};

@@ -58,13 +58,77 @@ impl Default for StreamOptions {
     }
 }
 
+/// Why a generation ended (written in logs and step reports as the snake_case name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum End {
+    /// A restore waits for the database: the streamer let go of it.
+    RestorePending,
+    /// Segments could not be written for too long (a full disk).
+    CaptureFailed,
+    /// The database file is another one (a restore replaced it).
+    DatabaseReplaced,
+    /// The `-wal` was removed, or replaced by another file, from outside.
+    WalRemoved,
+    WalReplaced,
+    /// The WAL was truncated or restarted before every frame of it was captured.
+    WalTruncatedUncaptured,
+    WalRestartedUncaptured,
+    /// The WAL restarted while the streamer had let go of its read transaction for an
+    /// application's checkpoint, with frames committed meanwhile.
+    WalRestartedUnpinned,
+    /// Frames copied are past the committed end the wal-index gives, or no longer in
+    /// the WAL: they were never (or are no longer) SQLite's committed frames.
+    CapturedFramesNotCommitted,
+    CapturedFramesOverwritten,
+}
+
+impl End {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            End::RestorePending => "restore_pending",
+            End::CaptureFailed => "capture_failed",
+            End::DatabaseReplaced => "database_replaced",
+            End::WalRemoved => "wal_removed",
+            End::WalReplaced => "wal_replaced",
+            End::WalTruncatedUncaptured => "wal_truncated_uncaptured",
+            End::WalRestartedUncaptured => "wal_restarted_uncaptured",
+            End::WalRestartedUnpinned => "wal_restarted_unpinned",
+            End::CapturedFramesNotCommitted => "captured_frames_not_committed",
+            End::CapturedFramesOverwritten => "captured_frames_overwritten",
+        }
+    }
+}
+
+/// Why a generation started (`generation.json`'s `reason`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Start {
+    /// No generation existed.
+    FirstStart,
+    /// The previous generation cannot be continued.
+    NewChain,
+    /// The newest generation's end is still in the WAL: it goes on.
+    Resumed,
+}
+
+impl Start {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Start::FirstStart => "first_start",
+            Start::NewChain => "new_chain",
+            Start::Resumed => "resumed",
+        }
+    }
+}
+
 /// What one step did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StepReport {
     /// A generation that started in this step, and why.
-    pub started: Option<(String, String)>,
+    pub started: Option<(String, Start)>,
     /// A generation that ended in this step, and why.
-    pub ended: Option<(String, String)>,
+    pub ended: Option<(String, End)>,
     pub frames: u64,
     pub commits: u64,
     /// Bytes of segment files written.
@@ -203,7 +267,7 @@ impl Streamer {
         if restore_waits {
             if let Some(l) = self.live.take() {
                 tracing::info!(generation = %l.id, "a restore waits for the database; WAL streaming lets go of it");
-                report.ended = Some((l.id, "restore_pending".into()));
+                report.ended = Some((l.id, End::RestorePending));
             }
             return Ok(report);
         }
@@ -223,8 +287,8 @@ impl Streamer {
         if crate::db::checkpointer_waiting(&self.paths.db)? {
             if let Err(Gap(reason)) = live.yield_to_checkpoint(&self.opts, &mut report) {
                 let id = self.live.take().map(|l| l.id).unwrap_or_default();
-                tracing::warn!(generation = %id, reason, "the WAL chain cannot be continued; a new generation starts");
-                report.ended = Some((id, reason.to_string()));
+                tracing::warn!(generation = %id, reason = reason.as_str(), "the WAL chain cannot be continued; a new generation starts");
+                report.ended = Some((id, reason));
             } else {
                 self.caught_up_ms = Some(Utc::now().timestamp_millis());
             }
@@ -244,8 +308,8 @@ impl Streamer {
             Ok(()) => Ok(report),
             Err(Gap(reason)) => {
                 let id = self.live.take().map(|l| l.id).unwrap_or_default();
-                tracing::warn!(generation = %id, reason, "the WAL chain cannot be continued; a new generation starts");
-                report.ended = Some((id, reason.to_string()));
+                tracing::warn!(generation = %id, reason = reason.as_str(), "the WAL chain cannot be continued; a new generation starts");
+                report.ended = Some((id, reason));
                 Ok(report)
             }
         }
@@ -261,7 +325,7 @@ struct Polled {
 }
 
 /// Why a generation cannot go on.
-struct Gap(&'static str);
+struct Gap(End);
 
 /// What a copy of the committed frames found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -271,7 +335,7 @@ enum Copied {
     /// The committed end could not be read consistently now; try at the next look.
     Unsettled,
     /// Frames already copied are no longer the WAL's committed ones: the chain is lost.
-    Lost(&'static str),
+    Lost(End),
 }
 
 impl Copied {
@@ -279,15 +343,21 @@ impl Copied {
         match self {
             Copied::All => "copied",
             Copied::Unsettled => "the wal-index is not settled",
-            Copied::Lost(reason) => reason,
+            Copied::Lost(reason) => reason.as_str(),
         }
+    }
+}
+
+impl From<atocore_wal::Error> for Gap {
+    fn from(e: atocore_wal::Error) -> Gap {
+        Gap::from(Error::from(e))
     }
 }
 
 impl From<Error> for Gap {
     fn from(e: Error) -> Gap {
         tracing::warn!(cause = %e, "WAL capture failed");
-        Gap("capture_failed")
+        Gap(End::CaptureFailed)
     }
 }
 
@@ -295,7 +365,7 @@ impl Live {
     /// Start (or, when the newest generation's end is still in the WAL, continue) a
     /// generation: under the write lock, copy the WAL's committed frames, checkpoint,
     /// pin.
-    fn begin(paths: &Paths, report: &mut StepReport) -> Result<(Live, String)> {
+    fn begin(paths: &Paths, report: &mut StepReport) -> Result<(Live, Start)> {
         let db = &paths.db;
         let m = std::fs::metadata(db).map_err(Error::io("stat", db))?;
         // Closing them must not checkpoint or delete the WAL behind the streamer's back.
@@ -314,32 +384,26 @@ impl Live {
         let header = wal.as_ref().and_then(|w| w.header());
         let resumed = header.and_then(|h| resumable(paths, &h, m.dev(), m.ino()));
         let (record, dir, seq, pos, reason) = match resumed {
-            Some((g, seq, end)) => (g.record, g.dir, seq, Some(end), "resumed".to_string()),
+            Some((g, seq, end)) => (g.record, g.dir, seq, Some(end), Start::Resumed),
             None => {
                 let now = Utc::now();
                 let id = generation::new_id(paths, now);
                 let reason = if generation::list(paths)?.is_empty() {
-                    "first_start"
+                    Start::FirstStart
                 } else {
-                    "new_chain"
+                    Start::NewChain
                 };
                 let record = Record {
                     id: id.clone(),
                     started_at: now.to_rfc3339_opts(SecondsFormat::Millis, true),
-                    reason: reason.to_string(),
+                    reason: reason.as_str().to_string(),
                     db_dev: m.dev(),
                     db_ino: m.ino(),
                     start: header.as_ref().map(start_of),
                     base: None,
                 };
                 let dir = generation::create(paths, &record)?;
-                (
-                    record,
-                    dir,
-                    0,
-                    header.as_ref().map(start_of),
-                    reason.to_string(),
-                )
+                (record, dir, 0, header.as_ref().map(start_of), reason)
             }
         };
         let mut live = Live {
@@ -377,7 +441,7 @@ impl Live {
             .execute_batch("ROLLBACK")
             .map_err(Error::sqlite("release the write lock on", db))?;
         live.wal_ino = WalFile::open(&with_suffix(db, "-wal"))?.map(|w| w.ino());
-        tracing::info!(generation = %live.id, reason, "WAL streaming started");
+        tracing::info!(generation = %live.id, reason = reason.as_str(), "WAL streaming started");
         Ok((live, reason))
     }
 
@@ -395,7 +459,7 @@ impl Live {
             && w.read_frame(&h, pos.frame)
                 .is_none_or(|f| f.checksum() != (pos.checksum[0], pos.checksum[1]))
         {
-            return Ok(Copied::Lost("captured_frames_overwritten"));
+            return Ok(Copied::Lost(End::CapturedFramesOverwritten));
         }
         let db = self.read.path().map(PathBuf::from).unwrap_or_default();
         let Some(index) = crate::db::wal_index(&db)? else {
@@ -407,9 +471,9 @@ impl Live {
         let scan = match w.committed_after(&h, pos, &index) {
             Ok(scan) => scan,
             Err(Unsettled::PastCommittedEnd) => {
-                return Ok(Copied::Lost("captured_frames_not_committed"));
+                return Ok(Copied::Lost(End::CapturedFramesNotCommitted));
             }
-            Err(Unsettled::Sink(e)) => return Err(e),
+            Err(Unsettled::Sink(e)) => return Err(e.into()),
             Err(u) => {
                 tracing::debug!(why = %u, "the WAL's committed end is not settled; copying at the next look");
                 return Ok(Copied::Unsettled);
@@ -472,14 +536,14 @@ impl Live {
         let db = self.read.path().map(PathBuf::from).unwrap_or_default();
         match std::fs::metadata(&db) {
             Ok(m) if m.dev() == self.dev && m.ino() == self.ino => {}
-            _ => return Err(Gap("database_replaced")),
+            _ => return Err(Gap(End::DatabaseReplaced)),
         }
         // SQLite deletes a WAL only when its last connection closes, and the streamer
         // holds two: a WAL that is gone or another file was removed from outside.
         let wal = WalFile::open(&with_suffix(&db, "-wal"))?;
         match (&wal, self.wal_ino) {
-            (None, _) => return Err(Gap("wal_removed")),
-            (Some(w), Some(ino)) if w.ino() != ino => return Err(Gap("wal_replaced")),
+            (None, _) => return Err(Gap(End::WalRemoved)),
+            (Some(w), Some(ino)) if w.ino() != ino => return Err(Gap(End::WalReplaced)),
             _ => {}
         }
         let header = wal.as_ref().and_then(|w| w.header());
@@ -493,7 +557,7 @@ impl Live {
         match (header, self.epoch) {
             (None, None) => return Ok(idle),
             (None, Some(_)) if at_sync => return Ok(idle),
-            (None, Some(_)) => return Err(Gap("wal_truncated_uncaptured")),
+            (None, Some(_)) => return Err(Gap(End::WalTruncatedUncaptured)),
             (Some(h), Some(e)) if h == e => {}
             (Some(h), None) if at_sync => self.new_epoch(h),
             // Every frame of the old epoch was copied and the pin allows at most one
@@ -504,7 +568,7 @@ impl Live {
                 self.follows = Some(e.salts());
                 self.new_epoch(h)
             }
-            (Some(_), _) => return Err(Gap("wal_restarted_uncaptured")),
+            (Some(_), _) => return Err(Gap(End::WalRestartedUncaptured)),
         }
         let pending_before = self.pos.map_or(0, |p| p.frame);
         let copied = match self.copy_new(wal.as_ref(), report) {
@@ -579,7 +643,7 @@ impl Live {
             // Nothing committed since the copy: the checkpointer still held the lock.
             (Some(i), Some(e)) if i.describes(&e) => {
                 if i.mx_frame < pos {
-                    return Err(Gap("captured_frames_not_committed"));
+                    return Err(Gap(End::CapturedFramesNotCommitted));
                 }
                 i.mx_frame == pos
             }
@@ -592,7 +656,7 @@ impl Live {
                     i.salts_raw[3],
                 ]);
                 if i.mx_frame != 0 || salt1 != e.salts().0.wrapping_add(1) {
-                    return Err(Gap("wal_restarted_unpinned"));
+                    return Err(Gap(End::WalRestartedUnpinned));
                 }
                 true
             }
@@ -670,16 +734,6 @@ impl Live {
     }
 }
 
-impl WalFile {
-    /// Frames physically present after frame `n` (valid or not): an upper bound on
-    /// what waits to be copied.
-    fn frames_after(&self, n: u64) -> u64 {
-        let Some(h) = self.header() else { return 0 };
-        let total = self.len().saturating_sub(super::format::HEADER_LEN) / h.frame_len();
-        total.saturating_sub(n)
-    }
-}
-
 /// The newest generation, its next sequence number and its end, when the live WAL still
 /// continues it: same database file, same epoch, and the last captured frame still in
 /// place with the checksum recorded.
@@ -745,7 +799,7 @@ pub fn run(
                 sum.commits += r.commits;
                 sum.bytes += r.bytes;
                 if let Some((id, reason)) = r.started {
-                    tracing::info!(generation = %id, reason, "WAL generation started");
+                    tracing::info!(generation = %id, reason = reason.as_str(), "WAL generation started");
                     sum.generations_started.push(id);
                     next_base_try = std::time::Instant::now();
                 }

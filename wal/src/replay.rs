@@ -11,11 +11,10 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::Connection;
 
-use crate::durable;
-use crate::error::{Error, Result};
-use crate::layout::with_suffix;
+use crate::beside as with_suffix;
+use crate::error::{Error, Result, remove_file_if_exists};
 
-use super::format::{WalHeader, check_frame};
+use crate::format::{WalHeader, check_frame};
 
 /// A `-wal` being written beside a private database copy.
 pub struct WalWriter {
@@ -31,7 +30,7 @@ impl WalWriter {
     /// Start `<db>-wal` with `header` (any earlier one is replaced).
     pub fn create(db: &Path, header: &WalHeader) -> Result<WalWriter> {
         let wal = with_suffix(db, "-wal");
-        durable::remove_file_if_exists(&with_suffix(db, "-shm"))?;
+        remove_file_if_exists(&with_suffix(db, "-shm"))?;
         let f = File::create(&wal).map_err(Error::io("create", &wal))?;
         let mut out = BufWriter::with_capacity(1 << 20, f);
         out.write_all(&header.raw)
@@ -54,7 +53,7 @@ impl WalWriter {
     /// Append the next frame (24-byte header + page); it must continue the chain.
     pub fn push(&mut self, frame: &[u8]) -> Result<()> {
         let Some(c) = check_frame(&self.header, self.running, frame) else {
-            return Err(Error::WalChainBroken {
+            return Err(Error::Broken {
                 what: self.db.display().to_string(),
                 why: format!(
                     "frame {} does not continue the checksum chain of its WAL",
@@ -88,7 +87,7 @@ impl WalWriter {
             })
             .map_err(Error::sqlite("checkpoint", &db))?;
         if busy != 0 || log != frames as i64 || done != frames as i64 {
-            return Err(Error::WalChainBroken {
+            return Err(Error::Broken {
                 what: db.display().to_string(),
                 why: format!(
                     "SQLite recovered {log} of the {frames} frames written (checkpointed {done})"
@@ -99,7 +98,7 @@ impl WalWriter {
             .map_err(Error::sqlite("checkpoint", &db))?;
         drop(conn);
         for p in [with_suffix(&db, "-wal"), with_suffix(&db, "-shm")] {
-            durable::remove_file_if_exists(&p)?;
+            remove_file_if_exists(&p)?;
         }
         Ok(())
     }

@@ -14,10 +14,9 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::durable;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, write_atomic};
 
-use super::format::{FRAME_HEADER_LEN, Frame, WalHeader, WalPosition};
+use crate::format::{FRAME_HEADER_LEN, Frame, WalHeader, WalPosition};
 
 const MAGIC_LINE: &str = "ATOCORE-WAL-SEGMENT 1";
 
@@ -162,7 +161,7 @@ pub fn write(
     bytes.push(b'\n');
     bytes.extend_from_slice(&body);
     let path = dir.join(file_name(seq, h.captured_ms));
-    durable::write_atomic(&path, &bytes)?;
+    write_atomic(&path, &bytes)?;
     Ok((path, h))
 }
 
@@ -174,7 +173,7 @@ pub fn read_header(path: &Path) -> Result<SegmentHeader> {
 }
 
 fn read_header_from(r: &mut impl BufRead, path: &Path) -> Result<SegmentHeader> {
-    let bad = |why: &str| Error::WalChainBroken {
+    let bad = |why: &str| Error::Broken {
         what: path.display().to_string(),
         why: why.to_string(),
     };
@@ -196,7 +195,7 @@ pub fn read(path: &Path) -> Result<(SegmentHeader, Vec<u8>)> {
     let h = read_header_from(&mut r, path)?;
     let mut body = Vec::new();
     r.read_to_end(&mut body).map_err(Error::io("read", path))?;
-    let bad = |why: String| Error::WalChainBroken {
+    let bad = |why: String| Error::Broken {
         what: path.display().to_string(),
         why,
     };

@@ -13,6 +13,8 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+#[cfg(test)]
+use crate::beside;
 use crate::error::{Error, Result};
 
 /// Size of the WAL header.
@@ -263,6 +265,14 @@ impl WalFile {
         self.file.metadata().map_or(0, |m| m.ino())
     }
 
+    /// Frames physically present after frame `n` (valid or not): an upper bound on
+    /// what waits to be copied.
+    pub fn frames_after(&self, n: u64) -> u64 {
+        let Some(h) = self.header() else { return 0 };
+        let total = self.len().saturating_sub(HEADER_LEN) / h.frame_len();
+        total.saturating_sub(n)
+    }
+
     /// Whether the file was empty when it was opened.
     pub fn is_empty(&self) -> bool {
         self.len == 0
@@ -343,7 +353,7 @@ impl WalFile {
 
     /// Committed frames after `from`, judged by the file alone (its last valid commit
     /// frame): only for a WAL nobody else has open, such as one written by
-    /// [`WalWriter`](super::replay::WalWriter) or read in a test.
+    /// [`WalWriter`](crate::replay::WalWriter) or read in a test.
     pub fn scan_from(&self, header: &WalHeader, from: WalPosition) -> Scan {
         let mut frames = Vec::new();
         let end = self
@@ -501,16 +511,14 @@ mod tests {
         for i in 0..5 {
             c.execute("INSERT INTO t VALUES (?1)", [i]).unwrap();
         }
-        let s = scan(&crate::layout::with_suffix(&db, "-wal"))
-            .unwrap()
-            .unwrap();
+        let s = scan(&beside(&db, "-wal")).unwrap().unwrap();
         // create table + 5 inserts: 6 commits, the last one is the end.
         let commits = s.frames.iter().filter(|f| f.commit_size() != 0).count();
         assert_eq!(commits, 6);
         assert_eq!(s.end.frame, s.frames.last().unwrap().index);
         assert_eq!(s.header.page_size(), 4096);
         // A flipped byte in the last frame ends the scan before it.
-        let wal = crate::layout::with_suffix(&db, "-wal");
+        let wal = beside(&db, "-wal");
         let mut bytes = std::fs::read(&wal).unwrap();
         let off = s.header.frame_offset(s.end.frame) as usize + 100;
         bytes[off] ^= 1;
