@@ -12,7 +12,10 @@
 //! would shrink to a few weeks. The newest valid chroma snapshot is always kept.
 //!
 //! `pre-restore` and `drill` snapshots do not count in the buckets and are kept for
-//! `special_days`. The newest valid snapshot is never deleted. **Only valid snapshots
+//! `special_days`. A snapshot that a restore to a moment of the point-in-time window starts from (decided by
+//! [`wal::pitr::needs`](crate::wal::pitr::needs), passed in as
+//! [`Candidate::pitr_base`]) is kept too (`pitr-base`). The newest valid snapshot is
+//! never deleted. **Only valid snapshots
 //! are ever deleted**: an invalid one (or one whose metadata cannot be read) counts in
 //! no bucket and is kept, for the operator to inspect and remove with `delete`. When the
 //! policy would delete every snapshot, nothing is deleted.
@@ -67,6 +70,8 @@ pub struct Candidate {
     pub chroma: bool,
     /// Referenced by a pending restore request, journal or staged restore: never deleted.
     pub protected: bool,
+    /// A restore to some moment of the point-in-time window starts from it.
+    pub pitr_base: bool,
 }
 
 /// The decision: stamps kept and deleted (oldest first), with a reason for each.
@@ -153,6 +158,15 @@ pub fn plan(candidates: &[Candidate], policy: &Policy, now: DateTime<Utc>) -> Pl
                     "{} snapshot younger than {} days",
                     c.kind.as_str(),
                     policy.special_days
+                ),
+            );
+        }
+        if c.pitr_base {
+            add(
+                &c.stamp,
+                format!(
+                    "pitr-base (a restore to a moment of the last {} days starts from it)",
+                    policy.pitr_days
                 ),
             );
         }
@@ -259,6 +273,7 @@ mod tests {
             valid,
             chroma: false,
             protected: false,
+            pitr_base: false,
         }
     }
 
@@ -391,6 +406,7 @@ mod tests {
                 valid: true,
                 chroma: t.weekday() == chrono::Weekday::Sun,
                 protected: false,
+                pitr_base: false,
             });
         }
         let now = start + TimeDelta::days(200);
@@ -416,6 +432,7 @@ mod tests {
                     valid: true,
                     chroma: t.weekday() == chrono::Weekday::Sun,
                     protected: false,
+                    pitr_base: false,
                 }
             })
             .collect();

@@ -12,6 +12,7 @@ mod offsite;
 mod offsite_pitr;
 mod pitr;
 mod prune;
+mod prune_pitr;
 mod restore;
 mod safety;
 mod validate;

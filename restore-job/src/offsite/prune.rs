@@ -104,6 +104,7 @@ pub fn prune(target: &Target, args: &PruneArgs) -> Result<OffsitePruneReport> {
                 valid: true,
                 chroma: r.chroma,
                 protected: false,
+                pitr_base: false,
             })
         })
         .collect();
