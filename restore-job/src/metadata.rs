@@ -25,7 +25,9 @@ pub enum Kind {
     Manual,
     Scheduled,
     /// The database-only snapshot the WAL stream takes to start a generation's
-    /// recoverable window. It counts in the calendar series like a scheduled one.
+    /// recoverable window. It counts in the calendar series like a scheduled one;
+    /// retention keeps it (`pitr-base`) while a restore to a moment of the
+    /// point-in-time window starts from it, as any other base.
     WalBase,
     PreRestore,
     Drill,
