@@ -895,6 +895,12 @@ fn remote_prune_keeps_what_kept_snapshots_need() {
     );
     let chunks_before = chunk_files(&site.remote()).len();
 
+    // By default the target keeps every snapshot younger than a day (issue 19).
+    let p = site.ok(&["offsite", "prune"]);
+    assert_eq!(p["kept"], serde_json::json!(stamps), "{p}");
+    assert_eq!(p["deleted"], serde_json::json!([]), "{p}");
+    assert_eq!(p["reasons"][&stamps[0]], "kept: within 24h", "{p}");
+
     // Within the grace period: references go, objects stay.
     let p = site.ok(&["offsite", "prune", "--keep-within", "0"]);
     assert_eq!(p["kept"], serde_json::json!([stamps[2]]), "{p}");

@@ -289,6 +289,7 @@ fn one_schedule(seed: u64) {
     let mut writer = Some(open_writer(&i.paths.db));
     let days = rng.random_range(5..=8);
     let (mut checked, mut prunes, mut deleted, mut wal_removed) = (0usize, 0, 0usize, 0usize);
+    let (mut restores, mut restarts) = (0, 0);
     for day in 0..days {
         let day_start = sim.now_ms - sim.now_ms.rem_euclid(DAY_MS);
         let scheduled_at = day_start + 6 * HOUR_MS;
@@ -351,12 +352,14 @@ fn one_schedule(seed: u64) {
                     )
                     .unwrap_or_else(|e| panic!("restore {stamp}: {e} ({ctx})"));
                     sim.settle(&i);
+                    restores += 1;
                 }
                 writer = Some(open_writer(&i.paths.db));
             } else if roll < 0.09 && streamer.is_some() {
                 // The sidecar stops for a while; atocore writes and checkpoints meanwhile,
                 // so the next start is a new chain.
                 streamer = None;
+                restarts += 1;
                 let c = writer.as_ref().unwrap();
                 commit(c, &mut rng, 5);
                 let _ = c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
@@ -396,8 +399,9 @@ fn one_schedule(seed: u64) {
     prunes += 1;
     deleted += d;
     wal_removed += w;
+    let generations = generation::list(&i.paths).unwrap().len();
     eprintln!(
-        "prune_pitr: seed {seed}: {days} days, {prunes} prunes deleting {deleted} snapshots and {wal_removed} WAL files, {checked} moments checked"
+        "prune_pitr: seed {seed}: {days} days, {restores} restores, {restarts} streamer restarts, {prunes} prunes deleting {deleted} snapshots and {wal_removed} WAL files, {generations} generations left, {checked} moments checked"
     );
     assert!(checked > 0, "no moment was checked ({ctx})");
 }
