@@ -82,6 +82,16 @@ pub struct RetentionArgs {
     /// than the snapshot that covers that moment are removed by prune.
     #[arg(long, env = "ATOCORE_PITR_DAYS", default_value_t = 7, global = true)]
     pub pitr_days: u32,
+    /// Keep every snapshot younger than this, on top of the series (restic's
+    /// `--keep-within`): `24h`, `90m`, `2d`, or a number of seconds; `0` turns it off.
+    #[arg(
+        long,
+        env = "ATOCORE_KEEP_WITHIN",
+        default_value = "24h",
+        value_parser = parse_duration_secs,
+        global = true
+    )]
+    pub keep_within: std::time::Duration,
 }
 
 /// The resolved, absolute paths of one AtoCore install.

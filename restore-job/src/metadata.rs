@@ -24,6 +24,11 @@ pub const FORMAT_VERSION: u32 = 2;
 pub enum Kind {
     Manual,
     Scheduled,
+    /// The database-only snapshot the WAL stream takes to start a generation's
+    /// recoverable window. It counts in the calendar series like a scheduled one;
+    /// retention keeps it (`pitr-base`) while a restore to a moment of the
+    /// point-in-time window starts from it, as any other base.
+    WalBase,
     PreRestore,
     Drill,
     /// The database rebuilt at a moment from a snapshot and the captured WAL.
@@ -41,6 +46,7 @@ impl Kind {
         match self {
             Kind::Manual => "manual",
             Kind::Scheduled => "scheduled",
+            Kind::WalBase => "wal-base",
             Kind::PreRestore => "pre-restore",
             Kind::Drill => "drill",
             Kind::PointInTime => "point-in-time",
@@ -54,11 +60,12 @@ impl std::str::FromStr for Kind {
         match s {
             "manual" => Ok(Kind::Manual),
             "scheduled" => Ok(Kind::Scheduled),
+            "wal-base" => Ok(Kind::WalBase),
             "pre-restore" => Ok(Kind::PreRestore),
             "drill" => Ok(Kind::Drill),
             "point-in-time" => Ok(Kind::PointInTime),
             _ => Err(format!(
-                "unknown kind `{s}`: use manual, scheduled, pre-restore, drill or point-in-time"
+                "unknown kind `{s}`: use manual, scheduled, wal-base, pre-restore, drill or point-in-time"
             )),
         }
     }
@@ -254,6 +261,28 @@ pub fn read(dir: &Path) -> Result<Option<Metadata>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kinds_read_and_write_their_names() {
+        for (k, name) in [
+            (Kind::Manual, "manual"),
+            (Kind::Scheduled, "scheduled"),
+            (Kind::WalBase, "wal-base"),
+            (Kind::PreRestore, "pre-restore"),
+            (Kind::Drill, "drill"),
+            (Kind::PointInTime, "point-in-time"),
+        ] {
+            assert_eq!(k.as_str(), name);
+            assert_eq!(name.parse::<Kind>(), Ok(k));
+            assert_eq!(serde_json::to_value(k).unwrap(), name);
+            assert_eq!(serde_json::from_value::<Kind>(name.into()).unwrap(), k);
+        }
+        assert!(!Kind::WalBase.is_special());
+        assert_eq!(
+            "base".parse::<Kind>(),
+            Err("unknown kind `base`: use manual, scheduled, wal-base, pre-restore, drill or point-in-time".to_string())
+        );
+    }
 
     #[test]
     fn python_era_metadata_parses() {

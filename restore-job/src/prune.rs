@@ -86,7 +86,10 @@ pub fn protected_stamps(paths: &Paths) -> Result<BTreeMap<String, String>> {
 
 /// Decide with [`retention::plan`] and, unless `dry_run`, delete. Validity is the
 /// structural check of `list`; snapshots a pending or staged restore refers to are
-/// protected; invalid ones are kept and reported.
+/// protected; so are those a restore to a moment of the last `pitr_days` days starts
+/// from ([`wal::pitr::needs`](crate::wal::pitr::needs), reason `pitr-base`); invalid
+/// ones are kept and reported. Then the captured WAL that no such restore needs goes
+/// ([`wal::pitr::prune`](crate::wal::pitr::prune)), counted the same with `dry_run`.
 pub fn prune(
     paths: &Paths,
     policy: &Policy,
@@ -95,6 +98,8 @@ pub fn prune(
 ) -> Result<PruneReport> {
     let _lock = BackupLock::acquire(&paths.backup_dir)?;
     let protected = protected_stamps(paths)?;
+    // The snapshots a restore to a moment of the point-in-time window starts from.
+    let pitr = crate::wal::pitr::needs(paths, u64::from(policy.pitr_days), now)?;
     let mut invalid = Vec::new();
     let mut candidates = Vec::new();
     for (stamp, _) in snapshot::stamp_entries(paths)? {
@@ -115,6 +120,7 @@ pub fn prune(
             chroma: meta.as_ref().is_some_and(|m| m.has_chroma()),
             valid,
             protected: protected.contains_key(stamp.as_str()),
+            pitr_base: valid && pitr.bases.contains(stamp.as_str()),
             stamp,
         });
     }

@@ -12,7 +12,13 @@
 //! would shrink to a few weeks. The newest valid chroma snapshot is always kept.
 //!
 //! `pre-restore` and `drill` snapshots do not count in the buckets and are kept for
-//! `special_days`. The newest valid snapshot is never deleted. **Only valid snapshots
+//! `special_days`. On top of the series, every snapshot younger than `keep_within`
+//! (24 h by default, restic's `--keep-within`) is kept (`within`): a snapshot someone
+//! just asked for never disappears because a later one "covers" its day. A snapshot
+//! that a restore to a moment of the point-in-time window starts from (decided by
+//! [`wal::pitr::needs`](crate::wal::pitr::needs), passed in as
+//! [`Candidate::pitr_base`]) is kept too (`pitr-base`). The newest valid snapshot is
+//! never deleted. **Only valid snapshots
 //! are ever deleted**: an invalid one (or one whose metadata cannot be read) counts in
 //! no bucket and is kept, for the operator to inspect and remove with `delete`. When the
 //! policy would delete every snapshot, nothing is deleted.
@@ -39,6 +45,8 @@ pub struct Policy {
     pub special_days: u32,
     /// How far back point-in-time recovery reaches (days).
     pub pitr_days: u32,
+    /// Every snapshot younger than this is kept, whatever the series say.
+    pub keep_within: TimeDelta,
 }
 
 impl Default for Policy {
@@ -52,6 +60,7 @@ impl Default for Policy {
             chroma_monthly: 6,
             special_days: 30,
             pitr_days: 7,
+            keep_within: TimeDelta::hours(24),
         }
     }
 }
@@ -67,6 +76,8 @@ pub struct Candidate {
     pub chroma: bool,
     /// Referenced by a pending restore request, journal or staged restore: never deleted.
     pub protected: bool,
+    /// A restore to some moment of the point-in-time window starts from it.
+    pub pitr_base: bool,
 }
 
 /// The decision: stamps kept and deleted (oldest first), with a reason for each.
@@ -156,6 +167,20 @@ pub fn plan(candidates: &[Candidate], policy: &Policy, now: DateTime<Utc>) -> Pl
                 ),
             );
         }
+        // Zero turns it off; a stamp ahead of `now` (a clock step, or stamps bumped
+        // to stay unique) counts as young.
+        if c.valid && !policy.keep_within.is_zero() && now - c.stamp.time() < policy.keep_within {
+            add(&c.stamp, format!("within {}", span(policy.keep_within)));
+        }
+        if c.pitr_base {
+            add(
+                &c.stamp,
+                format!(
+                    "pitr-base (a restore to a moment of the last {} days starts from it)",
+                    policy.pitr_days
+                ),
+            );
+        }
         if c.protected {
             add(&c.stamp, "referenced by a pending or staged restore".into());
         }
@@ -214,6 +239,17 @@ pub fn plan(candidates: &[Candidate], policy: &Policy, now: DateTime<Utc>) -> Pl
     out
 }
 
+/// A span as the reasons show it: whole hours as `24h`, anything else as humantime
+/// writes it (`90s`, `1h 30m`).
+fn span(d: TimeDelta) -> String {
+    let secs = d.num_seconds();
+    if secs > 0 && secs % 3600 == 0 && d.subsec_nanos() == 0 {
+        format!("{}h", secs / 3600)
+    } else {
+        humantime::format_duration(d.to_std().unwrap_or_default()).to_string()
+    }
+}
+
 /// The settings default to the policy's defaults.
 impl Default for RetentionArgs {
     fn default() -> Self {
@@ -227,6 +263,7 @@ impl Default for RetentionArgs {
             keep_chroma_monthly: p.chroma_monthly,
             keep_special_days: p.special_days,
             pitr_days: p.pitr_days,
+            keep_within: p.keep_within.to_std().unwrap_or_default(),
         }
     }
 }
@@ -243,6 +280,7 @@ impl From<&RetentionArgs> for Policy {
             chroma_monthly: a.keep_chroma_monthly,
             special_days: a.keep_special_days,
             pitr_days: a.pitr_days,
+            keep_within: TimeDelta::from_std(a.keep_within).unwrap_or(TimeDelta::MAX),
         }
     }
 }
@@ -259,6 +297,7 @@ mod tests {
             valid,
             chroma: false,
             protected: false,
+            pitr_base: false,
         }
     }
 
@@ -391,6 +430,7 @@ mod tests {
                 valid: true,
                 chroma: t.weekday() == chrono::Weekday::Sun,
                 protected: false,
+                pitr_base: false,
             });
         }
         let now = start + TimeDelta::days(200);
@@ -416,6 +456,7 @@ mod tests {
                     valid: true,
                     chroma: t.weekday() == chrono::Weekday::Sun,
                     protected: false,
+                    pitr_base: false,
                 }
             })
             .collect();
@@ -528,6 +569,7 @@ mod tests {
             chroma_monthly: 0,
             special_days: 30,
             pitr_days: 7,
+            keep_within: TimeDelta::hours(24),
         };
         let p = plan(&cs, &policy, at(2026, 11, 7));
         assert_eq!(
@@ -559,5 +601,59 @@ mod tests {
             p.reasons["20250101T060000Z"],
             "kept: referenced by a pending or staged restore"
         );
+    }
+
+    #[test]
+    fn keep_within_and_pitr_bases_are_kept_on_top_of_the_series() {
+        let mut base = c("20261120T001000Z", Kind::WalBase, true);
+        base.pitr_base = true;
+        let cs = vec![
+            c("20261119T060000Z", Kind::Scheduled, true),
+            base,
+            c("20261120T060000Z", Kind::Scheduled, true),
+            c("20261120T090000Z", Kind::Manual, true),
+        ];
+        let policy = Policy {
+            daily: 1,
+            weekly: 0,
+            monthly: 0,
+            keep_within: TimeDelta::hours(4),
+            ..Policy::default()
+        };
+        let p = plan(&cs, &policy, at(2026, 11, 20));
+        assert_eq!(p.kept, vec!["20261120T001000Z", "20261120T090000Z"]);
+        assert_eq!(p.deleted, vec!["20261119T060000Z", "20261120T060000Z"]);
+        assert_eq!(
+            p.reasons["20261120T001000Z"],
+            "kept: pitr-base (a restore to a moment of the last 7 days starts from it)"
+        );
+        assert_eq!(
+            p.reasons["20261120T090000Z"],
+            "kept: daily 2026-11-20, within 4h, newest valid snapshot"
+        );
+        // Exactly as old as the span: no longer within it.
+        let p = plan(&cs, &policy, at(2026, 11, 20) + TimeDelta::hours(1));
+        assert_eq!(
+            p.reasons["20261120T090000Z"],
+            "kept: daily 2026-11-20, newest valid snapshot"
+        );
+        // Off, even for a stamp ahead of now.
+        let off = Policy {
+            keep_within: TimeDelta::zero(),
+            ..policy
+        };
+        let p = plan(
+            &cs,
+            &off,
+            Utc.with_ymd_and_hms(2026, 11, 20, 8, 0, 0).unwrap(),
+        );
+        assert_eq!(
+            p.reasons["20261120T090000Z"],
+            "kept: daily 2026-11-20, newest valid snapshot"
+        );
+        // The default: a day.
+        let p = plan(&cs, &Policy::default(), at(2026, 11, 20));
+        assert_eq!(p.reasons["20261120T060000Z"], "kept: within 24h");
+        assert_eq!(p.reasons["20261119T060000Z"], "kept: daily 2026-11-19");
     }
 }

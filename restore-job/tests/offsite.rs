@@ -895,15 +895,29 @@ fn remote_prune_keeps_what_kept_snapshots_need() {
     );
     let chunks_before = chunk_files(&site.remote()).len();
 
-    // Within the grace period: references go, objects stay.
+    // By default the target keeps every snapshot younger than a day (issue 19).
     let p = site.ok(&["offsite", "prune"]);
+    assert_eq!(p["kept"], serde_json::json!(stamps), "{p}");
+    assert_eq!(p["deleted"], serde_json::json!([]), "{p}");
+    assert_eq!(p["reasons"][&stamps[0]], "kept: within 24h", "{p}");
+
+    // Within the grace period: references go, objects stay.
+    let p = site.ok(&["offsite", "prune", "--keep-within", "0"]);
     assert_eq!(p["kept"], serde_json::json!([stamps[2]]), "{p}");
     assert_eq!(p["objects_deleted"], 0, "{p}");
     assert!(p["objects_in_grace"].as_u64().unwrap() > 0, "{p}");
     assert_eq!(chunk_files(&site.remote()).len(), chunks_before);
 
     // A dry run with no grace says what would go and deletes nothing.
-    let dry = site.ok(&["offsite", "prune", "--grace-hours", "0", "--dry-run"]);
+    let dry = site.ok(&[
+        "offsite",
+        "prune",
+        "--keep-within",
+        "0",
+        "--grace-hours",
+        "0",
+        "--dry-run",
+    ]);
     let would = dry["objects_deleted"].as_u64().unwrap();
     assert!(would > 0, "{dry}");
     assert_eq!(chunk_files(&site.remote()).len(), chunks_before);
@@ -911,6 +925,8 @@ fn remote_prune_keeps_what_kept_snapshots_need() {
     let p = site.ok(&[
         "offsite",
         "prune",
+        "--keep-within",
+        "0",
         "--grace-hours",
         "0",
         "--keep-daily",
@@ -989,7 +1005,14 @@ fn prune_running_during_a_push_leaves_every_listed_snapshot_whole() {
     // as soon as the new one is listed, and never an object the push needs.
     let mut prunes = 0;
     while push.try_wait().unwrap().is_none() {
-        let p = site.ok(&["offsite", "prune", "--keep-daily", "1"]);
+        let p = site.ok(&[
+            "offsite",
+            "prune",
+            "--keep-daily",
+            "1",
+            "--keep-within",
+            "0",
+        ]);
         assert_eq!(p["objects_deleted"], 0, "{p}");
         prunes += 1;
         assert!(prunes < 10_000, "the push never ended");
@@ -997,7 +1020,14 @@ fn prune_running_during_a_push_leaves_every_listed_snapshot_whole() {
     let pushed = Run::from(push.wait_with_output().unwrap());
     assert_eq!(pushed.code, 0, "{}\n{}", pushed.stdout, pushed.stderr);
     assert!(prunes >= 1);
-    site.ok(&["offsite", "prune", "--keep-daily", "1"]);
+    site.ok(&[
+        "offsite",
+        "prune",
+        "--keep-daily",
+        "1",
+        "--keep-within",
+        "0",
+    ]);
     let listed = site.ok(&["offsite", "list"]);
     let stamps: Vec<&str> = listed["snapshots"]
         .as_array()

@@ -381,7 +381,7 @@ fn delete_refuses_bad_unknown_and_referenced_stamps() {
     assert_eq!(r.json["deleted"], serde_json::json!([]));
     assert_eq!(
         r.json["reasons"][&a],
-        "kept: referenced by a pending or staged restore"
+        "kept: within 24h, referenced by a pending or staged restore"
     );
     // Nothing refers to `a` once the request is gone: it goes.
     std::fs::remove_file(i.paths.restore_dir().join("request.json")).unwrap();
@@ -497,7 +497,10 @@ fn a_symlinked_snapshot_folder_is_refused_everywhere() {
         serde_json::json!([{"stamp": linked, "errors": ["snapshot_is_symlink"]}])
     );
     assert_eq!(r.json["deleted"], serde_json::json!([]));
-    assert_eq!(r.json["reasons"][&real], "kept: newest valid snapshot");
+    assert_eq!(
+        r.json["reasons"][&real],
+        "kept: within 24h, newest valid snapshot"
+    );
     assert_eq!(storage_tree(i.root()), storage);
 
     // `delete` removes the link, never what it points at.
@@ -506,4 +509,59 @@ fn a_symlinked_snapshot_folder_is_refused_everywhere() {
     assert!(std::fs::symlink_metadata(i.snapshot_dir(&linked)).is_err());
     assert_eq!(tree(&elsewhere), target);
     assert_eq!(i.stamps(), vec![real]);
+}
+
+/// issue 19: a manual snapshot taken seconds ago is kept by default although a later
+/// one the same day is the newest of the day; `--keep-within` (and its environment
+/// mirror) sets the span, `0` turns it off.
+#[test]
+fn a_snapshot_taken_seconds_ago_is_kept_within_the_default_day() {
+    let i = Install::new();
+    let a = i.backup(&[])["stamp"].as_str().unwrap().to_string();
+    let b = i.backup(&[])["stamp"].as_str().unwrap().to_string();
+    let day = format!("{}-{}-{}", &b[0..4], &b[4..6], &b[6..8]);
+    let r = i.run(&["prune"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.json["deleted"], serde_json::json!([]));
+    assert_eq!(r.json["kept"], serde_json::json!([a, b]));
+    assert_eq!(r.json["reasons"][&a], "kept: within 24h");
+    assert!(
+        r.json["reasons"][&b]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("kept: daily {day}, ")),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.json["reasons"][&b]
+            .as_str()
+            .unwrap()
+            .ends_with(", within 24h, newest valid snapshot"),
+        "{}",
+        r.stdout
+    );
+    // Other spans, as a flag or from the environment.
+    let r = i.run(&["prune", "--dry-run", "--keep-within", "90m"]);
+    assert_eq!(r.json["reasons"][&a], "kept: within 1h 30m", "{}", r.stdout);
+    let r = i.run_env(&["prune", "--dry-run"], &[("ATOCORE_KEEP_WITHIN", "2d")]);
+    assert_eq!(r.json["reasons"][&a], "kept: within 48h", "{}", r.stdout);
+    let r = i.run(&["prune", "--dry-run", "--keep-within", "soon"]);
+    assert_eq!(r.code, 2, "{}", r.stdout);
+    assert!(
+        r.stderr.contains(
+            "`soon` is not a duration (expected number at 0); write a number, or one with a unit: 90s, 2m, 1h"
+        ),
+        "{}",
+        r.stderr
+    );
+    // Off: the series alone decide, and the older one of the day goes.
+    let r = i.run_env(&["prune"], &[("ATOCORE_KEEP_WITHIN", "0")]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.json["deleted"], serde_json::json!([a]));
+    assert_eq!(
+        r.json["reasons"][&a],
+        "deleted: not the newest of a kept day, week or month"
+    );
+    assert_eq!(i.stamps(), vec![b]);
 }

@@ -13,6 +13,7 @@ mod offsite_pitr;
 mod pitr;
 mod pitr_truth;
 mod prune;
+mod prune_pitr;
 mod restore;
 mod safety;
 mod validate;

@@ -19,9 +19,10 @@ use serde_json::Value;
 
 use crate::summary::Summary;
 
-const KINDS: [Kind; 5] = [
+const KINDS: [Kind; 6] = [
     Kind::Manual,
     Kind::Scheduled,
+    Kind::WalBase,
     Kind::PreRestore,
     Kind::Drill,
     Kind::PointInTime,

@@ -49,17 +49,26 @@ async fn until(state: &State, limit: Duration, mut f: impl FnMut() -> bool) -> b
 }
 
 fn state(paths: &Paths, missed: &str) -> Arc<State> {
+    state_with(paths, missed, &[])
+}
+
+fn state_with(paths: &Paths, missed: &str, extra: &[(&str, &str)]) -> Arc<State> {
     let mut s = Settings::for_root(&paths.storage_root);
     s.unset("--no-schedule")
         .set("--missed-run", missed)
         .set("--catch-up-delay-secs", "60");
+    for (flag, value) in extra {
+        s.set(flag, value);
+    }
     State::new(s.config(), CancellationToken::new())
 }
 
 #[tokio::test(start_paused = true)]
 async fn scheduled_snapshots_fire_at_six_with_chroma_on_sunday_then_retention() {
     let (_dir, paths) = sample_root(200);
-    let state = state(&paths, "skip");
+    // The snapshots' stamps come from the real clock, seconds apart: with the default
+    // `--keep-within 24h` retention would keep them all.
+    let state = state_with(&paths, "skip", &[("--keep-within", "0")]);
     // 2026-04-05 is a Sunday.
     let clock = Arc::new(TokioClock::starting_at(t("2026-04-05T05:58:00Z")));
     let task = tokio::spawn(schedule::run(Arc::clone(&state), clock.clone()));
@@ -251,8 +260,13 @@ async fn after_a_scheduled_push_the_target_is_pruned_and_verified_when_due() {
             &format!("file://{}", remote.path().display()),
         )
         .set("--offsite-unencrypted", "yes")
-        .set("--offsite-verify-read-data", "100");
-    let state = State::new(s.config(), CancellationToken::new());
+        .set("--offsite-verify-read-data", "100")
+        // Stamps from the real clock, seconds apart: keep-within would keep them all,
+        // here and on the target.
+        .set("--keep-within", "0");
+    let mut config = s.config();
+    config.offsite_prune.keep_within = Duration::ZERO;
+    let state = State::new(config, CancellationToken::new());
 
     // A snapshot on the target, plus two older copies of its reference from the same
     // day: the target's daily retention keeps only the newest of that day.

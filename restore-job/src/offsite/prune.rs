@@ -36,6 +36,9 @@ pub struct PruneArgs {
     pub keep_chroma_monthly: u32,
     #[arg(long, env = "ATOCORE_OFFSITE_KEEP_SPECIAL_DAYS", default_value_t = 30)]
     pub keep_special_days: u32,
+    /// Keep every snapshot younger than this on top of the series (`24h`, `0` off).
+    #[arg(long, env = "ATOCORE_OFFSITE_KEEP_WITHIN", default_value = "24h", value_parser = crate::config::parse_duration_secs)]
+    pub keep_within: std::time::Duration,
     /// Unreferenced objects younger than this many hours are kept.
     #[arg(long, env = "ATOCORE_OFFSITE_GRACE_HOURS", default_value_t = 24)]
     pub grace_hours: u32,
@@ -92,6 +95,7 @@ pub fn prune(target: &Target, args: &PruneArgs) -> Result<OffsitePruneReport> {
         chroma_weekly: args.keep_chroma_weekly,
         chroma_monthly: args.keep_chroma_monthly,
         special_days: args.keep_special_days,
+        keep_within: TimeDelta::from_std(args.keep_within).unwrap_or(TimeDelta::MAX),
         ..Policy::default()
     };
     let refs = super::references(target)?;
@@ -104,6 +108,7 @@ pub fn prune(target: &Target, args: &PruneArgs) -> Result<OffsitePruneReport> {
                 valid: true,
                 chroma: r.chroma,
                 protected: false,
+                pitr_base: false,
             })
         })
         .collect();

@@ -419,12 +419,14 @@ pub fn build(paths: &Paths, plan: &Plan) -> Result<Metadata> {
     })
 }
 
-/// Remove what point-in-time recovery no longer needs: segments older than the base
-/// that covers `now - days` in each generation (a base's whole WAL epoch is kept), and
-/// whole generations whose newest segment is older than that. `current` (the
-/// newest generation (the one a running streamer writes) is never removed whole.
-/// Returns the files and folders removed (with `dry_run`: that would be, and nothing
-/// is). `going`: snapshots the same prune deletes (a dry run has not deleted them yet).
+/// Remove what point-in-time recovery no longer needs for the moments of
+/// `[now - days, now]` ([`needs`]): whole generations that reach no moment of that
+/// window, and in the others the segments before the WAL epoch of the oldest base a
+/// restore to a moment of the window starts from. The newest generation (the one a
+/// running streamer writes) is never removed whole. Returns the files and folders
+/// removed (with `dry_run`: that would be, and nothing is). `going`: snapshots the same
+/// prune deletes (a dry run has not deleted them yet); they are never ones [`needs`]
+/// named, so the decision is the same with or without them.
 pub fn prune(
     paths: &Paths,
     days: u64,
@@ -432,45 +434,151 @@ pub fn prune(
     dry_run: bool,
     going: &[String],
 ) -> Result<Vec<PathBuf>> {
-    let cutoff = (now - chrono::Duration::days(days as i64)).timestamp_millis();
     let mut snapshots = valid_snapshots(paths)?;
     snapshots.retain(|m| !going.contains(&m.stamp));
+    let gens = readable_generations(paths)?;
+    let needed = needs_of(&gens, &snapshots, window_of(days, now));
     let mut removed = Vec::new();
-    let gens = generation::list(paths)?;
-    let newest_id = gens.last().map(|g| g.record.id.clone());
-    for g in gens {
-        let is_current = newest_id.as_deref() == Some(g.record.id.as_str());
-        let headers = match g.headers() {
-            Ok(h) => h,
-            Err(e) => {
-                tracing::warn!(generation = %g.record.id, cause = %e, "unreadable segment; generation left as it is");
-                continue;
+    for (g, _) in &gens {
+        match needed.keep_from.get(&g.record.id) {
+            // Reaches no moment of the window (and is not the newest): nothing
+            // restores through it any more.
+            None => {
+                if !dry_run {
+                    fs::remove_dir_all(&g.dir).map_err(Error::io("remove", &g.dir))?;
+                }
+                removed.push(g.dir.clone());
             }
-        };
-        let newest = headers.last().map_or(0, |h| h.captured_ms);
-        let bases = generation::bases(&g.record, &headers, &snapshots);
-        // An ended generation without a base can never be replayed.
-        if !is_current && (newest < cutoff || bases.is_empty()) {
-            if !dry_run {
-                fs::remove_dir_all(&g.dir).map_err(Error::io("remove", &g.dir))?;
+            Some(&start) => {
+                for s in &g.segments[..start] {
+                    if !dry_run {
+                        fs::remove_file(&s.path).map_err(Error::io("remove", &s.path))?;
+                    }
+                    removed.push(s.path.clone());
+                }
             }
-            removed.push(g.dir.clone());
-            continue;
-        }
-        // The base that restores the cutoff moment, or the oldest one.
-        let keep_from = bases
-            .iter()
-            .filter(|b| b.pinned_ms <= cutoff)
-            .max_by_key(|b| b.pinned_ms)
-            .or(bases.first());
-        let Some(b) = keep_from else { continue };
-        let start = epoch_start(&headers, b.segment);
-        for s in &g.segments[..start] {
-            if !dry_run {
-                fs::remove_file(&s.path).map_err(Error::io("remove", &s.path))?;
-            }
-            removed.push(s.path.clone());
         }
     }
     Ok(removed)
+}
+
+/// What a restore to a moment of the point-in-time window needs kept.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Needs {
+    /// The snapshots a restore to some moment of the window starts from.
+    pub bases: std::collections::BTreeSet<String>,
+    /// Per generation kept: the index of its first segment to keep. A generation not
+    /// listed (and readable) may be removed whole.
+    pub keep_from: std::collections::BTreeMap<String, usize>,
+}
+
+/// [`Needs`] for the moments of `[now - days, now]`, from the valid snapshots and the
+/// generations on disk. A generation whose segment headers cannot be read is left out
+/// (and left alone by [`prune`]).
+pub fn needs(paths: &Paths, days: u64, now: DateTime<Utc>) -> Result<Needs> {
+    let snapshots = valid_snapshots(paths)?;
+    let gens = readable_generations(paths)?;
+    Ok(needs_of(&gens, &snapshots, window_of(days, now)))
+}
+
+/// The window in Unix ms.
+fn window_of(days: u64, now: DateTime<Utc>) -> (i64, i64) {
+    let now_ms = now.timestamp_millis();
+    let days = i64::try_from(days).unwrap_or(i64::MAX / 86_400_000);
+    (
+        now_ms.saturating_sub(days.saturating_mul(86_400_000)),
+        now_ms,
+    )
+}
+
+/// The generations whose segment headers can all be read, with them, oldest first.
+/// The flag: the newest generation (the one a running streamer writes).
+fn readable_generations(
+    paths: &Paths,
+) -> Result<Vec<(generation::Generation, Vec<SegmentHeader>)>> {
+    let mut out = Vec::new();
+    for g in generation::list(paths)? {
+        match g.headers() {
+            Ok(h) => out.push((g, h)),
+            Err(e) => {
+                tracing::warn!(generation = %g.record.id, cause = %e, "unreadable segment; generation left as it is");
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The decision of [`needs`], pure. It follows the choice [`plan`] makes at a moment
+/// `t`, in each generation: the base pinned latest among those pinned at or before
+/// `t` whose position lies in a segment captured at or before `t`. That choice only
+/// changes when some base becomes usable, so looking at the window's start and at
+/// each such moment inside it finds every base a restore to a moment of the window
+/// uses. [`plan`] checks the chain of every generation that has a base at the moment,
+/// so each generation kept keeps the WAL epochs of all its bases used in the window.
+///
+/// A generation reaches the moments from its first usable base to its last segment
+/// (for the newest, the one still being written, to `now`); one that reaches no
+/// moment of the window is not needed. Moments in a gap between two generations, or
+/// that no captured WAL reaches (a restore there starts from a plain snapshot and
+/// warns `no_wal_capture_reaches_at`), are left to the calendar series.
+fn needs_of(
+    gens: &[(generation::Generation, Vec<SegmentHeader>)],
+    snapshots: &[Metadata],
+    (from, now): (i64, i64),
+) -> Needs {
+    let mut out = Needs::default();
+    let newest = gens.last().map(|(g, _)| g.record.id.clone());
+    for (g, headers) in gens {
+        let is_newest = newest.as_deref() == Some(g.record.id.as_str());
+        let bases = generation::bases(&g.record, headers, snapshots);
+        // From when each base can start a replay: pinned, and its segment captured
+        // (the earliest capture at or after its segment, as `plan` looks backwards).
+        let mut earliest_after = vec![i64::MAX; headers.len() + 1];
+        for j in (0..headers.len()).rev() {
+            earliest_after[j] = earliest_after[j + 1].min(headers[j].captured_ms);
+        }
+        let usable: Vec<i64> = bases
+            .iter()
+            .map(|b| b.pinned_ms.max(earliest_after[b.segment]))
+            .collect();
+        let chosen_at = |t: i64| {
+            bases
+                .iter()
+                .zip(&usable)
+                .filter(|(_, u)| **u <= t)
+                .map(|(b, _)| b)
+                .max_by_key(|b| b.pinned_ms)
+        };
+        let end = if is_newest {
+            now
+        } else {
+            headers.last().map_or(i64::MIN, |h| h.captured_ms)
+        };
+        let first = usable.iter().copied().min().unwrap_or(i64::MAX).max(from);
+        if first > now.min(end) {
+            // Reaches no moment of the window. The newest is kept whole all the same:
+            // its first base may still be to come.
+            if is_newest {
+                out.keep_from.insert(g.record.id.clone(), 0);
+            }
+            continue;
+        }
+        let mut moments: Vec<i64> = usable
+            .iter()
+            .copied()
+            .filter(|u| *u > first && *u <= now)
+            .collect();
+        moments.push(first);
+        let mut keep_from = usize::MAX;
+        for t in moments {
+            let Some(b) = chosen_at(t) else { continue };
+            keep_from = keep_from.min(epoch_start(headers, b.segment));
+            if t <= end {
+                out.bases.insert(b.stamp.clone());
+            }
+        }
+        out.keep_from
+            .insert(g.record.id.clone(), keep_from.min(headers.len()));
+    }
+    out
 }

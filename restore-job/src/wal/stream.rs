@@ -227,12 +227,12 @@ impl Streamer {
         Ok(l.has_base)
     }
 
-    /// Take a database-only snapshot (kind `scheduled`) to start the current
+    /// Take a database-only snapshot (kind `wal-base`) to start the current
     /// generation's recoverable window: its stamp when it became the base, `None` when
     /// it did not (taken while the WAL was empty: try again later).
     pub fn take_base(&mut self, keep_going: &dyn Fn() -> bool) -> Result<Option<String>> {
         let opts = crate::snapshot::BackupOptions {
-            kind: crate::metadata::Kind::Scheduled,
+            kind: crate::metadata::Kind::WalBase,
             ..Default::default()
         };
         let hooks = crate::snapshot::BackupHooks {
