@@ -87,12 +87,17 @@ impl Sim {
     }
 }
 
-/// Set a segment's captured time (header and file name); its body is unchanged.
+/// Set a segment's captured time (header and file name); its body is unchanged. The
+/// simulated time passes on the boot-time clock too (`mono_ms` moves by as much), so
+/// no clock step appears where there was none.
 fn retime_segment(path: &Path, seq: u64, ms: i64) {
     let bytes = std::fs::read(path).unwrap();
     let first = bytes.iter().position(|b| *b == b'\n').unwrap();
     let second = first + 1 + bytes[first + 1..].iter().position(|b| *b == b'\n').unwrap();
     let mut h: serde_json::Value = serde_json::from_slice(&bytes[first + 1..second]).unwrap();
+    if let (Some(mono), Some(was)) = (h["mono_ms"].as_i64(), h["captured_ms"].as_i64()) {
+        h["mono_ms"] = (mono + (ms - was)).into();
+    }
     h["captured_ms"] = ms.into();
     h["captured_at"] = generation::ms_to_rfc3339(ms).into();
     let mut out = bytes[..=first].to_vec();
