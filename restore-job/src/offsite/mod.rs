@@ -19,7 +19,6 @@ pub(crate) mod trust;
 pub mod verify;
 pub mod wal;
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use chrono::Utc;
@@ -416,10 +415,8 @@ pub(crate) fn save_local_key(paths: &Paths, repository: &str, key: &RepoKey) -> 
     if let Some(dir) = p.parent() {
         durable::create_dir_all(dir)?;
     }
-    durable::write_atomic(&p, format!("{}\n", key.to_hex()).as_bytes())?;
-    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600))
-        .map_err(Error::io("restrict permissions of", &p))?;
-    Ok(())
+    // Created 0600: never readable by others, not even between creation and rename.
+    durable::write_secret_atomic(&p, format!("{}\n", key.to_hex()).as_bytes())
 }
 
 fn check_key(config: &RepoConfig, key: RepoKey, source: &str) -> Result<RepoKey> {

@@ -544,3 +544,59 @@ fn folder_one_unparsable_reference_is_a_reported_problem_and_the_rest_keeps_work
 fn s3_one_unparsable_reference_is_a_reported_problem_and_the_rest_keeps_working() {
     one_bad_reference(On::S3);
 }
+// ---- item 7: secret files -------------------------------------------------------------
+
+/// Watch `dir` while `f` runs: every mode seen of any file in it.
+fn modes_seen_while(dir: &Path, f: impl FnOnce()) -> Vec<(String, u32)> {
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let watcher = s.spawn(|| {
+            let mut seen = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let Ok(rd) = fs::read_dir(dir) else { continue };
+                for e in rd.flatten() {
+                    if let Ok(m) = e.metadata() {
+                        let item = (
+                            e.file_name().to_string_lossy().into_owned(),
+                            m.permissions().mode() & 0o777,
+                        );
+                        if !seen.contains(&item) {
+                            seen.push(item);
+                        }
+                    }
+                }
+            }
+            seen
+        });
+        f();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        watcher.join().unwrap()
+    })
+}
+
+#[test]
+fn the_repository_key_file_is_never_readable_by_others_not_even_briefly() {
+    let site = Site::new(200);
+    site.backup();
+    let keys = site.paths().backup_dir.join("offsite");
+    let seen = modes_seen_while(&keys, || {
+        site.ok(&["offsite", "push"]);
+    });
+    let mut all = seen.clone();
+    for _ in 0..3 {
+        let host = site.new_host();
+        let keys = host.paths().backup_dir.join("offsite");
+        all.extend(modes_seen_while(&keys, || {
+            host.ok(&["offsite", "fetch", "latest", "--identity", host.key()]);
+        }));
+    }
+    let keyish: Vec<_> = all
+        .iter()
+        .filter(|(n, _)| n.ends_with(".key") || n.starts_with(".tmp-"))
+        .collect();
+    assert!(!keyish.is_empty(), "the watcher saw no key file: {all:?}");
+    assert!(
+        keyish.iter().all(|(_, mode)| mode & 0o077 == 0),
+        "a key file or its temp file was readable by others: {keyish:?}"
+    );
+}
