@@ -55,15 +55,25 @@ pub fn create_dir_all(path: &Path) -> Result<()> {
 /// Write `bytes` to `path` atomically: a temp file in the same folder, fsync, rename,
 /// fsync the folder. Readers see the old or the new content, never a mix.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomic_with_mode(path, bytes, 0o644)
+}
+
+/// [`write_atomic`] for a secret: the temp file is created with mode 0600, so neither
+/// it nor the file it becomes is ever readable by others, not even briefly.
+pub fn write_secret_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomic_with_mode(path, bytes, 0o600)
+}
+
+fn write_atomic_with_mode(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
-    // A hidden temp file in the same folder (removed if anything fails), readable like
-    // any file the engine writes, renamed over `path` by `persist`.
+    // A hidden temp file in the same folder (removed if anything fails), created with
+    // its final mode, renamed over `path` by `persist`.
     let mut tmp = tempfile::Builder::new()
         .prefix(".tmp-")
-        .permissions(fs::Permissions::from_mode(0o644))
+        .permissions(fs::Permissions::from_mode(mode))
         .tempfile_in(dir)
         .map_err(Error::io("create a temp file in", dir))?;
     tmp.write_all(bytes)

@@ -162,6 +162,15 @@ pub enum Error {
     )]
     OffsiteWrongKey { object: String },
 
+    /// An object on the target that only the holder of the repository key could have
+    /// made is not authentic: planted by someone who can write the bucket (a forged
+    /// reference or config, a substituted repository key, a plain repository where an
+    /// encrypted one belongs).
+    #[error(
+        "off-site object {object} is not authentic: {why}; nothing from it was used: do not trust this target until you know who wrote it (check the bucket's access keys), and fetch from another copy"
+    )]
+    OffsiteNotAuthentic { object: String, why: String },
+
     /// A stamp that is not on the off-site target.
     #[error(
         "no snapshot `{stamp}` on {target}; run `atocore-restore-job offsite list` to see the stamps there"
@@ -210,6 +219,7 @@ pub const CODES: &[(&str, u8, u16)] = &[
     ("offsite_object_missing", 1, 422),
     ("offsite_object_damaged", 1, 422),
     ("offsite_wrong_key", 1, 422),
+    ("offsite_not_authentic", 1, 422),
     ("wal_chain_broken", 1, 422),
     ("no_point_in_time", 2, 404),
 ];
@@ -269,6 +279,7 @@ impl Error {
             Error::OffsiteObjectDamaged { .. } => "offsite_object_damaged",
             Error::OffsiteWrongKey { .. } => "offsite_wrong_key",
             Error::OffsiteUnknownStamp { .. } => "offsite_unknown_stamp",
+            Error::OffsiteNotAuthentic { .. } => "offsite_not_authentic",
             Error::WalChainBroken { .. } => "wal_chain_broken",
             Error::NoPointInTime { .. } => "no_point_in_time",
         }
@@ -389,6 +400,10 @@ mod tests {
                 why: "w".into(),
             },
             Error::OffsiteWrongKey { object: "o".into() },
+            Error::OffsiteNotAuthentic {
+                object: "o".into(),
+                why: "w".into(),
+            },
             Error::OffsiteUnknownStamp {
                 stamp: "s".into(),
                 target: "t".into(),

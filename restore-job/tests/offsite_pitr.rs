@@ -99,6 +99,14 @@ fn offsite_fetch_at_on_a_new_host_restores_exactly_the_rows_before_the_moment() 
         pushed.stdout
     );
     assert!(pushed.json["wal"]["objects"].as_u64().unwrap() >= 1);
+    // The operator keeps the repository's fingerprint with the identity file, as the
+    // first push asks: the fetch on the new host is pinned to it.
+    let pin = format!(
+        "# atocore-offsite-fingerprint: {}\n",
+        pushed.json["fingerprint"].as_str().unwrap()
+    );
+    let text = fs::read_to_string(&key).unwrap();
+    fs::write(&key, format!("{text}{pin}")).unwrap();
     // Nothing new: a second push uploads no WAL object.
     let again = run(&root, &env, &["offsite", "push", "--missing"]);
     assert_eq!(again.code, 0, "{}", again.stderr);

@@ -309,6 +309,7 @@ async fn run_offsite(state: &Arc<State>) -> Result<DrillRecord> {
     let started = Instant::now();
     let id = Utc::now().format("%Y%m%dT%H%M%S%3fZ").to_string();
     let backup_dir = state.config.paths.backup_dir.clone();
+    let host = state.config.paths.clone();
     let scratch = backup_dir.join(format!("{SCRATCH_PREFIX}{id}"));
     let mut r = DrillRecord {
         id,
@@ -328,7 +329,9 @@ async fn run_offsite(state: &Arc<State>) -> Result<DrillRecord> {
             }
         }
         let paths = atocore_restore_job::Paths::from_root(&scratch);
-        let failure = match offsite.fetch_into(&paths, "latest", &identity) {
+        // The host's own repository keys are trusted: the drill checks what is on the
+        // target against the key this host pushed with.
+        let failure = match offsite.fetch_into(&paths, "latest", &identity, Some(&host)) {
             Err(e) => {
                 checks.fetched = Some(false);
                 Some(format!("the fetch failed ({}): {e}", e.code()))

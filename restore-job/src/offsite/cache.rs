@@ -112,7 +112,8 @@ impl FileCache {
             path: p.clone(),
             source: e,
         })?;
-        durable::write_atomic(&p, &bytes)
+        // Only this host reads it; like the key beside it, no one else may.
+        durable::write_secret_atomic(&p, &bytes)
     }
 
     /// Forget the cache (after a chunk it named turned out to be gone).

@@ -68,6 +68,19 @@ impl RepoKey {
     pub fn check_value(&self) -> String {
         self.mac(&[b"atocore-offsite key check"])
     }
+
+    /// The repository's fingerprint: what `offsite push` prints when it sets a
+    /// repository up and what an identity file is pinned to. It is the config's key
+    /// check (a MAC of a fixed string): it commits to the key and reveals nothing of it.
+    pub fn fingerprint(&self) -> String {
+        self.check_value()
+    }
+
+    /// The MAC of one object: `what` (`config`, `reference`, `wal`) keeps a MAC made
+    /// for one kind of object from passing for another's.
+    pub fn authenticate(&self, what: &str, body: &[u8]) -> String {
+        self.mac(&[b"atocore-offsite mac\0", what.as_bytes(), b"\0", body])
+    }
 }
 
 /// The object key of a chunk.

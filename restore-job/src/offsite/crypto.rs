@@ -83,12 +83,26 @@ impl Sealer {
     }
 }
 
-/// The private keys of an age identity file.
-pub struct Identity(Vec<Box<dyn age::Identity + Send + Sync>>);
+/// The comment line of an identity file that pins a repository: the fingerprint of
+/// its repository key, as `offsite push` printed it when it set the repository up.
+/// age ignores `#` lines, so the file stays an ordinary identity file.
+pub const PIN_PREFIX: &str = "# atocore-offsite-fingerprint:";
+
+/// The private keys of an age identity file, and the repositories it is pinned to.
+pub struct Identity {
+    keys: Vec<Box<dyn age::Identity + Send + Sync>>,
+    /// Fingerprints of the repository keys this identity trusts.
+    pins: Vec<String>,
+}
 
 impl std::fmt::Debug for Identity {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Identity({} keys)", self.0.len())
+        write!(
+            f,
+            "Identity({} keys, {} pins)",
+            self.keys.len(),
+            self.pins.len()
+        )
     }
 }
 
@@ -109,7 +123,24 @@ impl Identity {
         if ids.is_empty() {
             return Err(refuse("it holds no key".into()));
         }
-        Ok(Identity(ids))
+        let pins = String::from_utf8_lossy(&bytes)
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix(PIN_PREFIX))
+            .map(|fp| fp.trim().to_ascii_lowercase())
+            .filter(|fp| !fp.is_empty())
+            .collect();
+        Ok(Identity { keys: ids, pins })
+    }
+
+    /// Also trust the repository key with this fingerprint (one a host holds: the
+    /// sidecar's drill trusts the keys of its own host).
+    pub fn pin(&mut self, fingerprint: &str) {
+        self.pins.push(fingerprint.trim().to_ascii_lowercase());
+    }
+
+    /// The fingerprints of the repository keys this identity trusts.
+    pub fn pins(&self) -> &[String] {
+        &self.pins
     }
 
     /// Decrypt the age object `object` (its name is used in errors).
@@ -133,7 +164,7 @@ impl Identity {
         };
         let dec =
             age::Decryptor::new(bytes).map_err(|e| damaged(format!("not an age file: {e}")))?;
-        dec.decrypt(self.0.iter().map(|i| i.as_ref() as &dyn age::Identity))
+        dec.decrypt(self.keys.iter().map(|i| i.as_ref() as &dyn age::Identity))
             .map_err(|e| match e {
                 age::DecryptError::NoMatchingKeys => Error::OffsiteWrongKey {
                     object: object.to_string(),

@@ -15,9 +15,9 @@ use sha2::{Digest, Sha256};
 
 use super::chunker::{self, RepoKey};
 use super::crypto::Identity;
-use super::format::{Entry, EntryKind, Index, Reference};
+use super::format::{self, Entry, EntryKind, Index, Reference};
 use super::store::{Requests, Target};
-use super::{Gauge, joined, joined_all};
+use super::{Gauge, joined, joined_all, trust};
 use crate::config::Paths;
 use crate::durable::{self, BackupLock};
 use crate::error::{Error, Result};
@@ -51,41 +51,54 @@ pub fn fetch(
     } else {
         Some(Stamp::parse(which)?)
     };
-    let config = super::read_config(target)?.ok_or_else(|| {
-        Error::OffsiteNotConfigured(format!(
-            "{} holds no off-site repository (no `config` object); check ATOCORE_OFFSITE_URL",
-            target.url()
-        ))
-    })?;
-    if config.encrypted && identity.is_none() {
-        return Err(Error::OffsiteNotConfigured(
-            "the off-site repository is encrypted: pass --identity FILE (the age private key)"
-                .into(),
-        ));
-    }
+    // With the identity, only the authenticated repository it belongs to (see
+    // `trust`); without one, only an unencrypted repository (a trusted target).
+    let (config, key, trusted) = match identity {
+        Some(id) => {
+            let t = trust::open(paths, target, id)?;
+            (t.config.clone(), t.key.clone(), Some(t))
+        }
+        None => {
+            let config = super::read_config(target)?.ok_or_else(|| {
+                Error::OffsiteNotConfigured(format!(
+                    "{} holds no off-site repository (no `config` object); check ATOCORE_OFFSITE_URL",
+                    target.url()
+                ))
+            })?;
+            if config.encrypted {
+                return Err(Error::OffsiteNotConfigured(
+                    "the off-site repository is encrypted: pass --identity FILE (the age private key)"
+                        .into(),
+                ));
+            }
+            let key = super::repo_key(paths, target, &config, None)?;
+            (config, key, None)
+        }
+    };
+    let mut warnings = Vec::new();
     let reference: Reference = match &wanted {
         Some(s) => {
-            let key = Reference::key_for(s.as_str());
+            let object = Reference::key_for(s.as_str());
             let body = target
-                .get_optional(&key)?
+                .get_optional(&object)?
                 .ok_or_else(|| Error::OffsiteUnknownStamp {
                     stamp: s.to_string(),
                     target: target.url().to_string(),
                 })?;
-            serde_json::from_slice(&body).map_err(|e| Error::OffsiteObjectDamaged {
-                object: key,
-                why: format!("not the expected JSON: {e}"),
-            })?
+            let r: Reference =
+                serde_json::from_slice(&body).map_err(|e| Error::OffsiteObjectDamaged {
+                    object: object.clone(),
+                    why: format!("not the expected JSON: {e}"),
+                })?;
+            match &trusted {
+                Some(t) => t.check_reference(&object, &r)?,
+                None => trust::check_name(&object, &r)?,
+            }
+            r
         }
-        None => super::references(target)?
-            .pop()
-            .ok_or_else(|| Error::OffsiteUnknownStamp {
-                stamp: "latest".into(),
-                target: target.url().to_string(),
-            })?,
+        None => newest_authentic(target, trusted.as_ref(), &mut warnings)?,
     };
     let stamp = Stamp::parse(&reference.stamp)?;
-    let key = super::repo_key(paths, target, &config, identity)?;
 
     let snapshots = paths.snapshots_dir();
     durable::create_dir_all(&snapshots)?;
@@ -113,8 +126,12 @@ pub fn fetch(
             ),
         });
     }
+    if let Some(t) = &trusted {
+        t.check_index(&reference, &index_bytes)?;
+    }
     let index: Index =
         super::open_json(&reference.index, &index_bytes, config.encrypted, identity)?;
+    check_entries(&index, &reference.index)?;
     if index.stamp != reference.stamp || index.repository != config.repository {
         return Err(Error::OffsiteObjectDamaged {
             object: reference.index.clone(),
@@ -159,7 +176,7 @@ pub fn fetch(
     durable::sync_path(&partial_dir)?;
 
     // The files were hashed as they were written: validation does not read them again.
-    let report = validate::validate_dir_with(
+    let mut report = validate::validate_dir_with(
         &partial_dir,
         stamp.as_str(),
         Hashes::Known(&hashes),
@@ -174,6 +191,7 @@ pub fn fetch(
             ),
         });
     }
+    report.warnings.extend(warnings);
     fs::rename(&partial_dir, &final_dir).map_err(Error::io("publish", &final_dir))?;
     guard.published();
     durable::sync_parent(&final_dir)?;
@@ -190,6 +208,63 @@ pub fn fetch(
         requests: target.requests(),
         next: format!("atocore-restore-job restore {stamp} --confirm-service-stopped"),
     })
+}
+
+/// The newest reference on the target that the reader may trust (every one that
+/// parses, without an identity); the ones passed over are `warnings`.
+fn newest_authentic(
+    target: &Target,
+    trusted: Option<&trust::Trusted>,
+    warnings: &mut Vec<String>,
+) -> Result<Reference> {
+    let listing = super::references(target)?;
+    for (object, why) in &listing.unreadable {
+        warnings.push(format!("{object} was passed over: {why}"));
+    }
+    let mut refused = None;
+    for r in listing.refs.into_iter().rev() {
+        let object = Reference::key_for(&r.stamp);
+        match trusted.map(|t| t.check_reference(&object, &r)) {
+            Some(Err(e)) => {
+                tracing::warn!(object = %object, error = %e, "passing over an off-site reference that is not authentic");
+                warnings.push(format!("{object} was passed over: {e}"));
+                refused.get_or_insert(e);
+            }
+            _ => return Ok(r),
+        }
+    }
+    Err(refused.unwrap_or_else(|| Error::OffsiteUnknownStamp {
+        stamp: "latest".into(),
+        target: target.url().to_string(),
+    }))
+}
+
+/// What an index may describe, checked before anything is written: files held inline
+/// are small (at most [`format::INLINE_MAX`]) and their content is as long as they say.
+fn check_entries(index: &Index, object: &str) -> Result<()> {
+    let damaged = |why: String| Error::OffsiteObjectDamaged {
+        object: object.to_string(),
+        why,
+    };
+    for e in &index.entries {
+        if let Some(inline) = &e.inline {
+            if e.kind != EntryKind::File || e.size > format::INLINE_MAX {
+                return Err(damaged(format!(
+                    "{} holds {} bytes inline; at most {} are stored in an index",
+                    e.path,
+                    inline.len() / 2,
+                    format::INLINE_MAX
+                )));
+            }
+            if inline.len() as u64 != 2 * e.size || !e.chunks.is_empty() {
+                return Err(damaged(format!(
+                    "the inline content of {} is not the {} bytes it says",
+                    e.path, e.size
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Write the contents of `files` (index entries and where they go), downloading their

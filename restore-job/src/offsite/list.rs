@@ -25,13 +25,21 @@ pub struct RemoteList {
     /// `null` when the target holds no repository yet.
     pub repository: Option<String>,
     pub encrypted: Option<bool>,
+    /// The repository's fingerprint as the target's `config` states it (compare it
+    /// with the one kept with the identity; only `fetch` and `verify --identity` check
+    /// it).
+    pub fingerprint: Option<String>,
     pub snapshots: Vec<Remote>,
+    /// Objects of `snapshots/` that are not a readable reference.
+    pub problems: Vec<super::verify::Problem>,
     pub requests: Requests,
 }
 
 pub fn list(target: &Target) -> Result<RemoteList> {
     let config = super::read_config(target)?;
-    let snapshots = super::references(target)?
+    let listing = super::references(target)?;
+    let snapshots = listing
+        .refs
         .into_iter()
         .map(|r| Remote {
             stored_bytes: r.objects().map(|(_, s)| s).sum(),
@@ -47,7 +55,9 @@ pub fn list(target: &Target) -> Result<RemoteList> {
         target: target.url().to_string(),
         repository: config.as_ref().map(|c| c.repository.clone()),
         encrypted: config.as_ref().map(|c| c.encrypted),
+        fingerprint: config.as_ref().map(|c| c.key_check.clone()),
         snapshots,
+        problems: super::verify::Problem::unreadable(listing.unreadable),
         requests: target.requests(),
     })
 }

@@ -15,10 +15,10 @@ pub mod list;
 pub mod prune;
 pub mod push;
 pub mod store;
+pub(crate) mod trust;
 pub mod verify;
 pub mod wal;
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use chrono::Utc;
@@ -176,11 +176,12 @@ impl OffsiteArgs {
     ) -> Result<wal::WalPushReport> {
         let sealer = self.sealer()?;
         let target = self.target(true)?;
+        let (_, key) = push::open_or_create(paths, &target, &sealer, None)?;
         let mut state = match known.take() {
             Some(k) => k,
             None => wal::remote_state(&target)?,
         };
-        let r = wal::push(paths, &target, &sealer, &mut state);
+        let r = wal::push(paths, &target, &sealer, &key, &mut state);
         *known = Some(state);
         r
     }
@@ -201,14 +202,22 @@ impl OffsiteArgs {
     }
 
     /// Fetch `which` (a stamp or `latest`) into `paths` with the identity file
-    /// (`offsite fetch`).
+    /// (`offsite fetch`). `host`: a storage root whose copies of repository keys are
+    /// trusted besides the identity file's pins (the sidecar's drill fetches into a
+    /// scratch root and trusts the keys of the host it runs on).
     pub fn fetch_into(
         &self,
         paths: &Paths,
         which: &str,
         identity: &Path,
+        host: Option<&Paths>,
     ) -> Result<fetch::FetchReport> {
-        let identity = Identity::load(identity)?;
+        let mut identity = Identity::load(identity)?;
+        if let Some(host) = host {
+            for key in host_keys(host) {
+                identity.pin(&key.fingerprint());
+            }
+        }
         fetch::fetch(paths, &self.target(false)?, which, Some(&identity))
     }
 }
@@ -298,8 +307,9 @@ pub fn run(paths: &Paths, cli: OffsiteCli) -> Result<(Value, u8)> {
             let mut v = to_value(&r);
             // The captured WAL follows the snapshots (point-in-time recovery off-site).
             if crate::wal::generation::wal_dir(paths).is_dir() {
+                let (_, key) = push::open_or_create(paths, &target, &sealer, None)?;
                 let mut known = wal::remote_state(&target)?;
-                let w = wal::push(paths, &target, &sealer, &mut known)?;
+                let w = wal::push(paths, &target, &sealer, &key, &mut known)?;
                 if let Value::Object(o) = &mut v {
                     o.insert("wal".into(), to_value(&w));
                 }
@@ -321,7 +331,7 @@ pub fn run(paths: &Paths, cli: OffsiteCli) -> Result<(Value, u8)> {
             }
             let identity = identity.as_deref().map(Identity::load).transpose()?;
             let target = s.target(false)?;
-            let r = verify::verify(&target, read_data, identity.as_ref())?;
+            let r = verify::verify(&target, read_data, identity.as_ref().map(|id| (paths, id)))?;
             let code = if r.ok { 0 } else { 1 };
             Ok((to_value(&r), code))
         }
@@ -367,15 +377,29 @@ pub(crate) fn read_config(target: &Target) -> Result<Option<RepoConfig>> {
             object: CONFIG_KEY.into(),
             why: format!("not the expected JSON: {e}"),
         })?;
-    if c.format != format::FORMAT {
+    if !(format::FORMAT_UNAUTHENTICATED..=format::FORMAT).contains(&c.format) {
         return Err(Error::OffsiteNotConfigured(format!(
-            "{} holds a repository of format {}; this engine reads format {}",
+            "{} holds a repository of format {}; this engine reads formats {} to {}",
             target.url(),
             c.format,
+            format::FORMAT_UNAUTHENTICATED,
             format::FORMAT
         )));
     }
     Ok(Some(c))
+}
+
+/// Every repository key this host keeps (`<backup dir>/offsite/*.key`).
+fn host_keys(paths: &Paths) -> Vec<RepoKey> {
+    let dir = paths.backup_dir.join("offsite");
+    std::fs::read_dir(&dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".key"))
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+        .filter_map(|t| RepoKey::from_hex(&t))
+        .collect()
 }
 
 /// Where this host keeps its copy of a repository's key.
@@ -391,10 +415,8 @@ pub(crate) fn save_local_key(paths: &Paths, repository: &str, key: &RepoKey) -> 
     if let Some(dir) = p.parent() {
         durable::create_dir_all(dir)?;
     }
-    durable::write_atomic(&p, format!("{}\n", key.to_hex()).as_bytes())?;
-    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600))
-        .map_err(Error::io("restrict permissions of", &p))?;
-    Ok(())
+    // Created 0600: never readable by others, not even between creation and rename.
+    durable::write_secret_atomic(&p, format!("{}\n", key.to_hex()).as_bytes())
 }
 
 fn check_key(config: &RepoConfig, key: RepoKey, source: &str) -> Result<RepoKey> {
@@ -408,21 +430,22 @@ fn check_key(config: &RepoConfig, key: RepoKey, source: &str) -> Result<RepoKey>
     }
 }
 
-/// The repository key, read with the identity from `keys/repository`.
-pub(crate) fn key_from_identity(
-    target: &Target,
-    config: &RepoConfig,
-    identity: &Identity,
-) -> Result<RepoKey> {
+/// The repository key as `keys/repository` holds it, decrypted with the identity (not
+/// trusted yet: see [`trust::pinned`]).
+pub(crate) fn key_from_identity(target: &Target, identity: &Identity) -> Result<RepoKey> {
     let sealed = target.get(REPO_KEY_KEY)?;
     let plain = identity.open(REPO_KEY_KEY, &sealed)?;
-    let key = RepoKey::from_hex(&String::from_utf8_lossy(&plain)).ok_or_else(|| {
-        Error::OffsiteObjectDamaged {
-            object: REPO_KEY_KEY.into(),
-            why: "does not hold a 32-byte hex key".into(),
-        }
-    })?;
-    check_key(config, key, REPO_KEY_KEY)
+    RepoKey::from_hex(&String::from_utf8_lossy(&plain)).ok_or_else(|| Error::OffsiteObjectDamaged {
+        object: REPO_KEY_KEY.into(),
+        why: "does not hold a 32-byte hex key".into(),
+    })
+}
+
+/// This host's copy of the key of `repository`, when it has one.
+pub(crate) fn local_key(paths: &Paths, repository: &str) -> Option<RepoKey> {
+    std::fs::read_to_string(local_key_path(paths, repository))
+        .ok()
+        .and_then(|t| RepoKey::from_hex(&t))
 }
 
 /// The repository key for reading: plain config, the local copy, or the identity.
@@ -444,14 +467,13 @@ pub(crate) fn repo_key(
         return check_key(config, key, CONFIG_KEY);
     }
     let local = local_key_path(paths, &config.repository);
-    if let Ok(text) = std::fs::read_to_string(&local)
-        && let Some(key) = RepoKey::from_hex(&text)
-    {
+    if let Some(key) = local_key(paths, &config.repository) {
         return check_key(config, key, &local.display().to_string());
     }
     match identity {
         Some(id) => {
-            let key = key_from_identity(target, config, id)?;
+            let key = trust::pinned(id, key_from_identity(target, id)?)?;
+            let key = check_key(config, key, REPO_KEY_KEY)?;
             save_local_key(paths, &config.repository, &key)?;
             Ok(key)
         }
@@ -479,15 +501,25 @@ pub(crate) fn open_json<T: serde::de::DeserializeOwned>(
     } else {
         None
     };
-    let plain = chunker::unpack(identity, object, bytes, 1 << 30)?;
+    let plain = chunker::unpack(identity, object, bytes, format::INDEX_MAX)?;
     serde_json::from_slice(&plain).map_err(|e| Error::OffsiteObjectDamaged {
         object: object.to_string(),
         why: format!("not the expected JSON: {e}"),
     })
 }
 
-/// All snapshot references on the target, oldest first (one LIST, one GET each).
-pub(crate) fn references(target: &Target) -> Result<Vec<format::Reference>> {
+/// The snapshot references on the target: those that parse and are stored under
+/// their own stamp, oldest first, and the objects of `snapshots/` that are not such a
+/// reference (each a reported problem, never a reason for the others to fail).
+#[derive(Debug, Default)]
+pub(crate) struct References {
+    pub refs: Vec<format::Reference>,
+    /// (object, what is wrong with it).
+    pub unreadable: Vec<(String, String)>,
+}
+
+/// All snapshot references on the target (one LIST, one GET each).
+pub(crate) fn references(target: &Target) -> Result<References> {
     let listed = target.list(format::SNAPSHOTS_DIR)?;
     let keys: Vec<String> = listed
         .into_iter()
@@ -495,17 +527,26 @@ pub(crate) fn references(target: &Target) -> Result<Vec<format::Reference>> {
         .filter(|k| k.ends_with(".json"))
         .collect();
     let bodies = target.get_many(&keys)?;
-    let mut refs = Vec::new();
+    let mut out = References::default();
     for (key, body) in keys.iter().zip(bodies) {
-        let r: format::Reference =
-            serde_json::from_slice(&body).map_err(|e| Error::OffsiteObjectDamaged {
-                object: key.clone(),
-                why: format!("not the expected JSON: {e}"),
-            })?;
-        refs.push(r);
+        match serde_json::from_slice::<format::Reference>(&body) {
+            Ok(r) if &format::Reference::key_for(&r.stamp) == key => out.refs.push(r),
+            Ok(r) => out.unreadable.push((
+                key.clone(),
+                format!(
+                    "it describes snapshot {}: a reference copied under another name",
+                    r.stamp
+                ),
+            )),
+            Err(e) => {
+                tracing::warn!(object = %key, error = %e, "an off-site reference that does not parse is left out");
+                out.unreadable
+                    .push((key.clone(), format!("not the expected JSON: {e}")));
+            }
+        }
     }
-    refs.sort_by(|a, b| a.stamp.cmp(&b.stamp));
-    Ok(refs)
+    out.refs.sort_by(|a, b| a.stamp.cmp(&b.stamp));
+    Ok(out)
 }
 
 pub(crate) fn now_rfc3339() -> String {

@@ -82,6 +82,10 @@ pub struct OffsitePruneReport {
     pub bytes_freed: u64,
     /// Unreferenced objects kept because they are younger than the grace period.
     pub objects_in_grace: usize,
+    /// Objects of `snapshots/` that are not a readable reference: left alone (a
+    /// reference nobody can read keeps nothing; its objects are swept like any
+    /// unreferenced ones).
+    pub problems: Vec<super::verify::Problem>,
     pub requests: Requests,
 }
 
@@ -98,7 +102,8 @@ pub fn prune(target: &Target, args: &PruneArgs) -> Result<OffsitePruneReport> {
         keep_within: TimeDelta::from_std(args.keep_within).unwrap_or(TimeDelta::MAX),
         ..Policy::default()
     };
-    let refs = super::references(target)?;
+    let listing = super::references(target)?;
+    let refs = listing.refs;
     let candidates: Vec<Candidate> = refs
         .iter()
         .filter_map(|r| {
@@ -167,6 +172,7 @@ pub fn prune(target: &Target, args: &PruneArgs) -> Result<OffsitePruneReport> {
         objects_deleted,
         bytes_freed,
         objects_in_grace,
+        problems: super::verify::Problem::unreadable(listing.unreadable),
         requests: target.requests(),
     })
 }

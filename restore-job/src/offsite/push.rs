@@ -63,6 +63,10 @@ pub struct PushReport {
     pub target: String,
     pub repository: String,
     pub encrypted: bool,
+    /// The repository's fingerprint: keep it with the identity file as the line
+    /// `# atocore-offsite-fingerprint: FINGERPRINT` (a fetch on a new host refuses a
+    /// repository key it is not pinned to).
+    pub fingerprint: String,
     pub pushed: Vec<Pushed>,
     /// Valid snapshots that were already on the target.
     pub already_there: Vec<String>,
@@ -160,6 +164,7 @@ pub fn push(
         target: target.url().to_string(),
         repository: config.repository,
         encrypted: config.encrypted,
+        fingerprint: key.fingerprint(),
         pushed,
         already_there,
         requests: target.requests(),
@@ -175,8 +180,9 @@ fn chunk_ids(target: &Target) -> Result<HashSet<String>> {
         .collect())
 }
 
-/// Read the target's config and this host's key, or set up a new repository.
-fn open_or_create(
+/// Read the target's config and this host's key, or set up a new repository. A
+/// repository of format 1 is upgraded to format 2 on the way (see [`upgrade`]).
+pub(crate) fn open_or_create(
     paths: &Paths,
     target: &Target,
     sealer: &Sealer,
@@ -200,11 +206,21 @@ fn open_or_create(
             )));
         }
         let key = super::repo_key(paths, target, &config, identity)?;
+        if config.format < format::FORMAT {
+            let config = upgrade(target, config, &key)?;
+            return Ok((config, key));
+        }
+        if !config.is_signed_by(&key) {
+            return Err(super::trust::not_authentic(
+                format::CONFIG_KEY,
+                "not made with the repository key (its MAC does not match); refusing to push into it",
+            ));
+        }
         return Ok((config, key));
     }
     let key = RepoKey::random();
     let repository = hex::encode(rand::random::<[u8; 8]>());
-    let config = RepoConfig {
+    let mut config = RepoConfig {
         format: format::FORMAT,
         repository: repository.clone(),
         encrypted: sealer.encrypted(),
@@ -218,7 +234,9 @@ fn open_or_create(
         key_check: key.check_value(),
         key: (!sealer.encrypted()).then(|| key.to_hex()),
         created_at: super::now_rfc3339(),
+        mac: None,
     };
+    config.sign(&key);
     if sealer.encrypted() {
         super::save_local_key(paths, &repository, &key)?;
         target.put(format::REPO_KEY_KEY, sealer.seal(key.to_hex().as_bytes())?)?;
@@ -228,8 +246,62 @@ fn open_or_create(
         source: e,
     })?;
     target.put(format::CONFIG_KEY, body)?;
-    tracing::info!(target = target.url(), repository = %repository, "set up a new off-site repository");
+    tracing::info!(
+        target = target.url(),
+        repository = %repository,
+        fingerprint = %key.fingerprint(),
+        "set up a new off-site repository; keep this line with the identity file (a fetch on a new host needs it): {} {}",
+        super::crypto::PIN_PREFIX,
+        key.fingerprint()
+    );
     Ok((config, key))
+}
+
+/// Upgrade a repository of format 1 (no MACs) to format 2 in place, as the host that
+/// holds its key: every reference gets the SHA-256 of its index and a MAC, every WAL
+/// batch a name with its MAC, then the config its MAC. What is on the target when this
+/// runs is what gets signed (trusted as the host's own); run by the next push, the
+/// upgrade is one command, and a push killed midway leaves format 1, upgraded again by
+/// the next one.
+fn upgrade(target: &Target, mut config: RepoConfig, key: &RepoKey) -> Result<RepoConfig> {
+    let listing = super::references(target)?;
+    let mut signed = 0;
+    for mut r in listing.refs {
+        if r.format >= format::FORMAT && r.is_signed_by(key) {
+            continue;
+        }
+        let Some(stored) = target.get_optional(&r.index)? else {
+            tracing::warn!(stamp = %r.stamp, index = %r.index, "not upgrading a reference whose index is missing");
+            continue;
+        };
+        r.format = format::FORMAT;
+        r.index_sha256 = Some(hex::encode(Sha256::digest(&stored)));
+        r.sign(key);
+        let body = serde_json::to_vec_pretty(&r).map_err(|e| Error::Json {
+            path: Reference::key_for(&r.stamp).into(),
+            source: e,
+        })?;
+        target.put(&Reference::key_for(&r.stamp), body)?;
+        signed += 1;
+    }
+    let batches = super::wal::upgrade(target, key)?;
+    config.format = format::FORMAT;
+    config.sign(key);
+    let body = serde_json::to_vec_pretty(&config).map_err(|e| Error::Json {
+        path: format::CONFIG_KEY.into(),
+        source: e,
+    })?;
+    target.put(format::CONFIG_KEY, body)?;
+    tracing::info!(
+        target = target.url(),
+        references = signed,
+        wal_batches = batches,
+        "upgraded the off-site repository from format 1 to format {}; keep this line with the identity file: {} {}",
+        format::FORMAT,
+        super::crypto::PIN_PREFIX,
+        key.fingerprint()
+    );
+    Ok(config)
 }
 
 /// What every snapshot of one push shares.
@@ -552,9 +624,10 @@ fn push_one(
     let index_key = format!("{}{}", format::INDEX_DIR, key.id(&plain));
     let index_obj = chunker::pack(sealer, &plain)?;
     let index_size = index_obj.len() as u64;
+    let index_sha256 = hex::encode(Sha256::digest(&index_obj));
     target.put(&index_key, index_obj)?;
 
-    let reference = Reference {
+    let mut reference = Reference {
         format: format::FORMAT,
         stamp: stamp.to_string(),
         kind: meta
@@ -572,7 +645,10 @@ fn push_one(
             .collect(),
         bytes,
         files,
+        index_sha256: Some(index_sha256),
+        mac: None,
     };
+    reference.sign(key);
     let body = serde_json::to_vec_pretty(&reference).map_err(|e| Error::Json {
         path: dir.clone(),
         source: e,

@@ -12,8 +12,10 @@ use serde::Serialize;
 
 use super::chunker;
 use super::crypto::{self, Identity};
-use super::format::Index;
+use super::format::{Index, Reference};
 use super::store::{Requests, Target};
+use super::trust;
+use crate::config::Paths;
 use crate::error::{Error, Result};
 
 /// One thing wrong with one object.
@@ -23,6 +25,20 @@ pub struct Problem {
     pub problem: String,
     /// The snapshots that need it.
     pub snapshots: Vec<String>,
+}
+
+impl Problem {
+    /// The objects of `snapshots/` that are not a readable reference.
+    pub fn unreadable(objects: Vec<(String, String)>) -> Vec<Problem> {
+        objects
+            .into_iter()
+            .map(|(object, problem)| Problem {
+                object,
+                problem,
+                snapshots: Vec::new(),
+            })
+            .collect()
+    }
 }
 
 /// The body of `offsite verify`.
@@ -41,9 +57,24 @@ pub struct VerifyReport {
     pub requests: Requests,
 }
 
-pub fn verify(target: &Target, read_pct: f64, identity: Option<&Identity>) -> Result<VerifyReport> {
-    let config = super::read_config(target)?;
-    let refs = super::references(target)?;
+/// Verify the target. With `reader` (this host's paths and the identity), the
+/// repository must be the authenticated one the identity belongs to (see `trust`), and
+/// every reference and index is checked to have been made with its key.
+pub fn verify(
+    target: &Target,
+    read_pct: f64,
+    reader: Option<(&Paths, &Identity)>,
+) -> Result<VerifyReport> {
+    let identity = reader.map(|(_, id)| id);
+    let trusted = reader
+        .map(|(paths, id)| trust::open(paths, target, id))
+        .transpose()?;
+    let config = match &trusted {
+        Some(t) => Some(t.config.clone()),
+        None => super::read_config(target)?,
+    };
+    let listing = super::references(target)?;
+    let refs = listing.refs;
     let present: HashMap<String, u64> = target
         .list("")?
         .into_iter()
@@ -60,7 +91,7 @@ pub fn verify(target: &Target, read_pct: f64, identity: Option<&Identity>) -> Re
                 .insert(r.stamp.clone());
         }
     }
-    let mut problems = Vec::new();
+    let mut problems = Problem::unreadable(listing.unreadable);
     let problem = |object: &str,
                    problem: String,
                    needed: &BTreeMap<String, (u64, BTreeSet<String>)>| Problem {
@@ -86,14 +117,27 @@ pub fn verify(target: &Target, read_pct: f64, identity: Option<&Identity>) -> Re
     // With the private key, each index must list exactly the chunks its reference
     // names (the reference is what prune and verify trust).
     let mut indexes_read = 0;
-    if let (Some(c), Some(id)) = (&config, identity) {
+    if let (Some(t), Some(id)) = (&trusted, identity) {
         for r in &refs {
+            let object = Reference::key_for(&r.stamp);
+            if let Err(e) = t.check_reference(&object, r) {
+                problems.push(Problem {
+                    object,
+                    problem: describe(e),
+                    snapshots: vec![r.stamp.clone()],
+                });
+                continue;
+            }
             if !present.contains_key(&r.index) {
                 continue;
             }
             indexes_read += 1;
             let body = target.get(&r.index)?;
-            let index: Index = match super::open_json(&r.index, &body, c.encrypted, Some(id)) {
+            if let Err(e) = t.check_index(r, &body) {
+                problems.push(problem(&r.index, describe(e), &needed));
+                continue;
+            }
+            let index: Index = match super::open_json(&r.index, &body, true, Some(id)) {
                 Ok(i) => i,
                 Err(e) => {
                     problems.push(problem(&r.index, describe(e), &needed));
@@ -120,9 +164,11 @@ pub fn verify(target: &Target, read_pct: f64, identity: Option<&Identity>) -> Re
     let mut chunks_read = 0;
     if read_pct > 0.0 && !needed.is_empty() {
         let encrypted = config.as_ref().is_some_and(|c| c.encrypted);
-        let key = match (&config, identity) {
-            (Some(c), Some(id)) if c.encrypted => Some(super::key_from_identity(target, c, id)?),
-            (Some(c), _) if !c.encrypted => c.key.as_deref().and_then(chunker::RepoKey::from_hex),
+        let key = match (&config, &trusted) {
+            (_, Some(t)) => Some(t.key.clone()),
+            (Some(c), None) if !c.encrypted => {
+                c.key.as_deref().and_then(chunker::RepoKey::from_hex)
+            }
             _ => None,
         };
         decrypted = encrypted && key.is_some();
@@ -187,6 +233,7 @@ fn describe(e: Error) -> String {
     match e {
         Error::OffsiteObjectDamaged { why, .. } => why,
         Error::OffsiteWrongKey { .. } => "the identity given cannot decrypt it".into(),
+        Error::OffsiteNotAuthentic { why, .. } => why,
         other => other.to_string(),
     }
 }

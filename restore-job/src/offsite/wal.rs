@@ -9,14 +9,22 @@
 //! appended to a generation, so a push uploads the segments after the highest one on
 //! the target: one listing and one object per push (none when nothing is new). The
 //! snapshot prune never touches `wal/`; WAL objects are not pruned on the target yet.
+//!
+//! A batch's name carries its MAC under the repository key, over its place (generation
+//! and segment numbers) and the SHA-256 of its stored bytes: a reader with the
+//! identity takes only batches the repository's host made.
 
 use std::collections::BTreeMap;
 use std::fs;
 
 use serde::Serialize;
 
+use sha2::{Digest, Sha256};
+
+use super::chunker::RepoKey;
 use super::crypto::{Identity, Sealer};
 use super::store::{Requests, Target};
+use super::trust;
 use crate::config::Paths;
 use crate::durable;
 use crate::error::{Error, Result};
@@ -43,22 +51,42 @@ pub struct WalPushReport {
     pub requests: Requests,
 }
 
-fn batch_key(generation: &str, first: u64, last: u64) -> String {
-    format!("{WAL_DIR}{generation}/{first:012}-{last:012}.batch")
+/// The MAC a batch's name carries.
+fn batch_mac(key: &RepoKey, generation: &str, first: u64, last: u64, sealed: &[u8]) -> String {
+    let place = format!(
+        "{generation}/{first:012}-{last:012}\0{}",
+        hex::encode(Sha256::digest(sealed))
+    );
+    key.authenticate("wal", place.as_bytes())
 }
 
-fn parse_key(key: &str) -> Option<(String, u64, u64)> {
+fn batch_key(generation: &str, first: u64, last: u64, mac: &str) -> String {
+    format!("{WAL_DIR}{generation}/{first:012}-{last:012}.{mac}.batch")
+}
+
+/// A batch's generation, first and last segment, and MAC (none in format 1).
+fn parse_key(key: &str) -> Option<(String, u64, u64, Option<String>)> {
     let rest = key.strip_prefix(WAL_DIR)?;
     let (g, name) = rest.split_once('/')?;
-    let (a, b) = name.strip_suffix(".batch")?.split_once('-')?;
-    Some((g.to_string(), a.parse().ok()?, b.parse().ok()?))
+    let name = name.strip_suffix(".batch")?;
+    let (span, mac) = match name.split_once('.') {
+        Some((span, mac)) => (span, Some(mac.to_string())),
+        None => (name, None),
+    };
+    let (a, b) = span.split_once('-')?;
+    Some((g.to_string(), a.parse().ok()?, b.parse().ok()?, mac))
+}
+
+/// A generation id as the streamer makes them (a UUID): nothing else becomes a folder.
+fn plain_generation(g: &str) -> bool {
+    !g.is_empty() && g.len() <= 64 && g.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
 }
 
 /// The highest segment number of each generation on the target (one listing).
 pub fn remote_state(target: &Target) -> Result<RemoteWal> {
     let mut out = RemoteWal::new();
     for l in target.list(WAL_DIR)? {
-        if let Some((g, _, last)) = parse_key(&l.key) {
+        if let Some((g, _, last, _)) = parse_key(&l.key) {
             let e = out.entry(g).or_insert(last);
             *e = (*e).max(last);
         }
@@ -77,6 +105,7 @@ pub fn push(
     paths: &Paths,
     target: &Target,
     sealer: &Sealer,
+    key: &RepoKey,
     known: &mut RemoteWal,
 ) -> Result<WalPushReport> {
     let mut report = WalPushReport::default();
@@ -114,7 +143,8 @@ pub fn push(
             }
             let sealed = sealer.seal(&plain)?;
             report.bytes += sealed.len() as u64;
-            target.put(&batch_key(&id, first, last), sealed)?;
+            let mac = batch_mac(key, &id, first, last, &sealed);
+            target.put(&batch_key(&id, first, last, &mac), sealed)?;
             report.objects += 1;
             known.insert(id.clone(), last);
             report.newest_captured_ms = Some(newest);
@@ -122,6 +152,23 @@ pub fn push(
     }
     report.requests = target.requests();
     Ok(report)
+}
+
+/// Give every batch of format 1 (a name without a MAC) its MAC: stored again under
+/// the new name, then the old one deleted. The number of batches renamed.
+pub(crate) fn upgrade(target: &Target, key: &RepoKey) -> Result<usize> {
+    let mut n = 0;
+    for l in target.list(WAL_DIR)? {
+        let Some((g, first, last, None)) = parse_key(&l.key) else {
+            continue;
+        };
+        let sealed = target.get(&l.key)?;
+        let mac = batch_mac(key, &g, first, last, &sealed);
+        target.put(&batch_key(&g, first, last, &mac), sealed)?;
+        target.delete_many(std::slice::from_ref(&l.key))?;
+        n += 1;
+    }
+    Ok(n)
 }
 
 /// The body of a WAL fetch.
@@ -141,18 +188,46 @@ pub fn fetch(
     identity: Option<&Identity>,
 ) -> Result<WalFetchReport> {
     let mut report = WalFetchReport::default();
-    let mut keys: Vec<(String, u64, String)> = target
+    // With the identity: the authenticated encrypted repository, or nothing (a plain
+    // `config` here is a downgrade), before anything is written.
+    let trusted = identity
+        .map(|id| trust::open(paths, target, id))
+        .transpose()?;
+    type Listed = (String, u64, u64, Option<String>, String);
+    let mut keys: Vec<Listed> = target
         .list(WAL_DIR)?
         .into_iter()
-        .filter_map(|l| parse_key(&l.key).map(|(g, first, _)| (g, first, l.key)))
+        .filter_map(|l| parse_key(&l.key).map(|(g, first, last, mac)| (g, first, last, mac, l.key)))
         .collect();
     keys.sort();
     let mut seen = std::collections::BTreeSet::new();
     // On an encrypted repository every WAL object must be age ciphertext: a plain one
     // there was not written by a push and is refused.
-    let encrypted = super::read_config(target)?.is_some_and(|c| c.encrypted);
-    for (g, _, key) in keys {
+    let encrypted = match &trusted {
+        Some(_) => true,
+        None => super::read_config(target)?.is_some_and(|c| c.encrypted),
+    };
+    for (g, first, last, mac, key) in keys {
+        if !plain_generation(&g) {
+            return Err(Error::OffsiteObjectDamaged {
+                object: key,
+                why: "its generation is not a plain id".into(),
+            });
+        }
         let sealed = target.get(&key)?;
+        if let Some(t) = &trusted {
+            let want = batch_mac(&t.key, &g, first, last, &sealed);
+            let made_by_key = mac.as_deref().is_some_and(|m| {
+                use subtle::ConstantTimeEq;
+                bool::from(m.as_bytes().ct_eq(want.as_bytes()))
+            });
+            if !made_by_key {
+                return Err(trust::not_authentic(
+                    &key,
+                    "not made with the repository key (its name carries no MAC or a wrong one)",
+                ));
+            }
+        }
         let is_age = super::crypto::parses_as_age(&sealed).is_ok();
         let plain = match (is_age, identity) {
             (true, Some(id)) => id.open(&key, &sealed)?,
@@ -245,6 +320,7 @@ pub fn fetch_at(
 ) -> Result<FetchAtReport> {
     let wal = fetch(paths, target, identity)?;
     let mut candidates: Vec<String> = super::references(target)?
+        .refs
         .into_iter()
         .map(|r| r.stamp)
         .filter(|s| crate::stamp::Stamp::parse(s).is_ok_and(|st| st.time() <= at))
