@@ -275,7 +275,7 @@ fn dispatch(paths: &Paths, command: Command) -> Result<(Value, u8)> {
                 checkpoint_frames,
                 ..wal::StreamOptions::default()
             };
-            let sum = wal::stream::run(paths, opts, poll, steps, &stop);
+            let sum = wal::follow::run(paths, opts, poll, steps, &stop);
             Ok((to_value(&sum), 0))
         }
         Command::Finalize => {

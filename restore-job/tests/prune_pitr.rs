@@ -17,7 +17,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use atocore_restore_job::wal::{StreamOptions, Streamer, generation, pitr, segment};
+use atocore_restore_job::wal::{StreamOptions, Streamer, follow, generation, pitr, segment};
 use atocore_restore_job::{BackupHooks, BackupOptions, Kind, RestoreOptions, Stamp, restore};
 use chrono::{DateTime, TimeZone, Utc};
 use rand::rngs::StdRng;
@@ -328,7 +328,7 @@ fn one_schedule(seed: u64) {
                 s.step().unwrap();
                 sim.settle(&i);
                 if s.needs_base() && rng.random_bool(0.8) {
-                    s.take_base(&|| true).unwrap();
+                    follow::take_base(s, &i.paths, &|| true).unwrap();
                     sim.settle(&i);
                 }
             }
@@ -481,7 +481,9 @@ fn prune_keeps_the_bases_and_the_generation_a_moment_of_the_window_needs() {
         }
     };
     hours(&mut s, &c, &mut sim, 2);
-    s.take_base(&|| true).unwrap().expect("a base");
+    follow::take_base(&mut s, &i.paths, &|| true)
+        .unwrap()
+        .expect("a base");
     sim.settle(&i);
     let base = sim.snapshots.last().unwrap().clone();
     hours(&mut s, &c, &mut sim, 3);
@@ -506,7 +508,7 @@ fn prune_keeps_the_bases_and_the_generation_a_moment_of_the_window_needs() {
     c = open_writer(&i.paths.db);
     hours(&mut s, &c, &mut sim, 1);
     assert_ne!(s.generation().unwrap(), old_generation);
-    s.take_base(&|| true)
+    follow::take_base(&mut s, &i.paths, &|| true)
         .unwrap()
         .expect("a base of the new generation");
     sim.settle(&i);

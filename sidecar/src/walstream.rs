@@ -261,7 +261,7 @@ impl WalStream {
                     return;
                 }
             }
-            match streamer.step() {
+            match atocore_restore_job::wal::follow::step(&mut streamer, paths) {
                 Ok(r) => self.update(|s| {
                     s.frames_captured += r.frames;
                     s.commits_captured += r.commits;
@@ -284,7 +284,7 @@ impl WalStream {
                 }
             }
             if streamer.needs_base() && Instant::now() >= next_base_try {
-                next_base_try = self.take_base(&mut streamer);
+                next_base_try = self.take_base(&mut streamer, paths);
             }
             self.update(|s| {
                 let needs = streamer.needs_base();
@@ -304,12 +304,12 @@ impl WalStream {
 
     /// A database-only snapshot that starts the generation's recoverable window; the
     /// next time to try when it could not be taken.
-    fn take_base(&self, streamer: &mut Streamer) -> Instant {
+    fn take_base(&self, streamer: &mut Streamer, paths: &Paths) -> Instant {
         let keep_going = || {
             let c = self.control.lock().unwrap_or_else(|p| p.into_inner());
             !(c.stop || c.pause)
         };
-        match streamer.take_base(&keep_going) {
+        match atocore_restore_job::wal::follow::take_base(streamer, paths, &keep_going) {
             Ok(Some(_)) => Instant::now(),
             Ok(None) => Instant::now() + Duration::from_secs(60),
             Err(e) => {

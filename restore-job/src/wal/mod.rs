@@ -3,6 +3,7 @@
 //! to rebuild the database as it was at any captured moment ([`replay`], [`pitr`]).
 
 pub use atocore_wal::{format, replay, segment};
+pub mod follow;
 pub mod generation;
 pub mod pitr;
 pub mod stream;

@@ -227,28 +227,6 @@ impl Streamer {
         Ok(l.has_base)
     }
 
-    /// Take a database-only snapshot (kind `wal-base`) to start the current
-    /// generation's recoverable window: its stamp when it became the base, `None` when
-    /// it did not (taken while the WAL was empty: try again later).
-    pub fn take_base(&mut self, keep_going: &dyn Fn() -> bool) -> Result<Option<String>> {
-        let opts = crate::snapshot::BackupOptions {
-            kind: crate::metadata::Kind::WalBase,
-            ..Default::default()
-        };
-        let hooks = crate::snapshot::BackupHooks {
-            quiesce: None,
-            keep_going,
-        };
-        let meta = crate::snapshot::backup(&self.paths, &opts, hooks)?;
-        if self.base_taken(&meta.stamp, meta.wal.as_ref())? {
-            tracing::info!(stamp = %meta.stamp, generation = ?self.generation(), "base snapshot of the WAL generation taken");
-            Ok(Some(meta.stamp))
-        } else {
-            tracing::info!(stamp = %meta.stamp, "snapshot taken while the WAL was empty; a base is taken again later");
-            Ok(None)
-        }
-    }
-
     /// Let go of the database (before a restore replaces it, or at shutdown). The next
     /// step starts a new generation.
     pub fn release(&mut self) -> Option<String> {
@@ -260,17 +238,6 @@ impl Streamer {
     /// still be copied later, and ends it otherwise.
     pub fn step(&mut self) -> Result<StepReport> {
         let mut report = StepReport::default();
-        // Never hold the database open while a restore waits for it: the init job
-        // refuses a database open elsewhere.
-        let restore_waits = crate::layout::journal_path(&self.paths).exists()
-            || crate::layout::request_path(&self.paths).exists();
-        if restore_waits {
-            if let Some(l) = self.live.take() {
-                tracing::info!(generation = %l.id, "a restore waits for the database; WAL streaming lets go of it");
-                report.ended = Some((l.id, End::RestorePending));
-            }
-            return Ok(report);
-        }
         if self.live.is_none() {
             if !self.paths.db.is_file() {
                 return Ok(report);
@@ -763,65 +730,4 @@ fn resumable(
         return None;
     }
     Some((g, sh.seq + 1, sh.end))
-}
-
-/// What [`run`] did, printed by `atocore-restore-job stream` when it stops.
-#[derive(Debug, Clone, Default, serde::Serialize)]
-pub struct RunSummary {
-    pub generation: Option<String>,
-    pub generations_started: Vec<String>,
-    pub steps: u64,
-    pub frames: u64,
-    pub commits: u64,
-    pub bytes: u64,
-    pub base_snapshots: Vec<String>,
-    pub errors: u64,
-}
-
-/// Stream until `stop` is set (or after `max_steps`): a step every `poll`, and a
-/// database-only base snapshot whenever a generation has none yet (retried at most
-/// once a minute when it fails).
-pub fn run(
-    paths: &Paths,
-    opts: StreamOptions,
-    poll: Duration,
-    max_steps: Option<u64>,
-    stop: &std::sync::atomic::AtomicBool,
-) -> RunSummary {
-    use std::sync::atomic::Ordering;
-    let mut s = Streamer::new(paths, opts);
-    let mut sum = RunSummary::default();
-    let mut next_base_try = std::time::Instant::now();
-    while !stop.load(Ordering::Relaxed) && max_steps.is_none_or(|m| sum.steps < m) {
-        match s.step() {
-            Ok(r) => {
-                sum.frames += r.frames;
-                sum.commits += r.commits;
-                sum.bytes += r.bytes;
-                if let Some((id, reason)) = r.started {
-                    tracing::info!(generation = %id, reason = reason.as_str(), "WAL generation started");
-                    sum.generations_started.push(id);
-                    next_base_try = std::time::Instant::now();
-                }
-            }
-            Err(e) => {
-                sum.errors += 1;
-                tracing::warn!(cause = %e, "WAL streaming step failed; retrying");
-            }
-        }
-        sum.steps += 1;
-        if s.needs_base() && std::time::Instant::now() >= next_base_try {
-            match s.take_base(&|| !stop.load(Ordering::Relaxed)) {
-                Ok(Some(stamp)) => sum.base_snapshots.push(stamp),
-                Ok(None) => next_base_try = std::time::Instant::now() + Duration::from_secs(60),
-                Err(e) => {
-                    tracing::warn!(cause = %e, "base snapshot failed; retrying in a minute");
-                    next_base_try = std::time::Instant::now() + Duration::from_secs(60);
-                }
-            }
-        }
-        std::thread::sleep(poll);
-    }
-    sum.generation = s.generation().map(str::to_string);
-    sum
 }

@@ -568,8 +568,16 @@ fn modes_seen_while(dir: &Path, f: impl FnOnce()) -> Vec<(String, u32)> {
             }
             seen
         });
+        // Stop the watcher even when `f` panics, so a failure fails instead of hanging.
+        struct StopOnDrop<'a>(&'a std::sync::atomic::AtomicBool);
+        impl Drop for StopOnDrop<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        let guard = StopOnDrop(&stop);
         f();
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        drop(guard);
         watcher.join().unwrap()
     })
 }
