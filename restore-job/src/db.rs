@@ -264,15 +264,15 @@ struct Held {
 }
 
 /// The live wal-index header of the database at `db` (see
-/// [`WalIndex`](crate::wal::format::WalIndex)): `None` when there is no `-shm` or no
+/// [`WalIndex`](atocore_wal::format::WalIndex)): `None` when there is no `-shm` or no
 /// consistent header could be read (a writer kept updating it, or SQLite must rebuild
 /// it); callers then take nothing as committed.
 ///
 /// Read through a descriptor kept open ([`held_open`]): closing a descriptor of the
 /// `-shm` would drop every POSIX lock this process's SQLite connections hold on it,
 /// the streamer's read mark among them.
-pub(crate) fn wal_index(db: &Path) -> Result<Option<crate::wal::format::WalIndex>> {
-    use crate::wal::format::{WAL_INDEX_READ_LEN, WalIndex};
+pub(crate) fn wal_index(db: &Path) -> Result<Option<atocore_wal::format::WalIndex>> {
+    use atocore_wal::format::{WAL_INDEX_READ_LEN, WalIndex};
     use std::os::unix::fs::FileExt;
     let shm = with_suffix(db, "-shm");
     if !shm.exists() {
@@ -304,11 +304,11 @@ fn copy_committed_frames(
     src: &Path,
     dst: &Path,
 ) -> Result<(
-    Option<crate::wal::WalPosition>,
-    Option<crate::wal::replay::WalWriter>,
+    Option<atocore_wal::WalPosition>,
+    Option<atocore_wal::replay::WalWriter>,
 )> {
-    use crate::wal::format::{WalFile, start_of};
-    use crate::wal::replay::WalWriter;
+    use atocore_wal::format::{WalFile, start_of};
+    use atocore_wal::replay::WalWriter;
     let Some(w) = WalFile::open(&with_suffix(src, "-wal"))? else {
         return Ok((None, None));
     };
@@ -337,7 +337,7 @@ fn copy_committed_frames(
             out.as_mut().expect("created above").push(&f.bytes)
         })
         .map_err(|u| match u {
-            crate::wal::format::Unsettled::Sink(e) => e.into(),
+            atocore_wal::format::Unsettled::Sink(e) => e.into(),
             other => Error::WalChainBroken {
                 what: with_suffix(src, "-wal").display().to_string(),
                 why: other.to_string(),
