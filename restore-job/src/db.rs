@@ -316,17 +316,17 @@ fn copy_committed_frames(
         return Ok((None, None));
     };
     // Under the write lock the wal-index is settled: its end is the last commit.
-    let index = wal_index(src)?.filter(|i| i.describes(&h));
-    let Some(index) = index else {
+    let index = match wal_index(src)? {
+        Some(i) if i.describes(&h) => i,
         // A restart whose header is written but not yet counted: nothing of this
         // epoch is committed, and every earlier frame is in the database file.
-        if wal_index(src)?.is_some_and(|i| i.mx_frame == 0 || i.backfilled == i.mx_frame) {
-            return Ok((None, None));
+        Some(i) if i.mx_frame == 0 || i.backfilled == i.mx_frame => return Ok((None, None)),
+        _ => {
+            return Err(Error::WalChainBroken {
+                what: with_suffix(src, "-wal").display().to_string(),
+                why: "no consistent wal-index header describes the WAL's epoch".into(),
+            });
         }
-        return Err(Error::WalChainBroken {
-            what: with_suffix(src, "-wal").display().to_string(),
-            why: "no consistent wal-index header describes the WAL's epoch".into(),
-        });
     };
     let mut out: Option<WalWriter> = None;
     let end = w

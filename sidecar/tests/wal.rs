@@ -38,6 +38,18 @@ fn wal_status(sc: &Sidecar) -> Value {
     r.json()
 }
 
+/// Wait until the stream writes a generation that has its base snapshot.
+fn wait_for_a_base(sc: &Sidecar) {
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            let v = wal_status(sc);
+            v["stream"]["generation"].is_string() && v["stream"]["needs_base"] == false
+        }),
+        "no generation with a base: {}",
+        wal_status(sc)
+    );
+}
+
 #[test]
 fn the_sidecar_streams_the_wal_and_what_it_captured_restores_a_moment_exactly() {
     let sc = Sidecar::start_with(|s| {
@@ -45,14 +57,7 @@ fn the_sidecar_streams_the_wal_and_what_it_captured_restores_a_moment_exactly() 
             .set("--wal-poll", "100ms")
             .set("--wal-checkpoint-frames", "50");
     });
-    assert!(
-        wait_until(Duration::from_secs(20), || {
-            let v = wal_status(&sc);
-            v["stream"]["generation"].is_string() && v["stream"]["needs_base"] == false
-        }),
-        "no generation with a base: {}",
-        wal_status(&sc)
-    );
+    wait_for_a_base(&sc);
     let first = commit_rows(&sc.paths.db, 1, 40);
     std::thread::sleep(Duration::from_millis(600));
     let at = Utc::now();
@@ -256,14 +261,7 @@ fn a_killed_commit_never_stalls_the_capture_and_a_real_stall_degrades_health() {
             .set("--wal-max-lag", "2s");
     });
     commit_rows(&sc.paths.db, 1, 5);
-    assert!(
-        wait_until(Duration::from_secs(20), || {
-            let v = wal_status(&sc);
-            v["stream"]["generation"].is_string() && v["stream"]["needs_base"] == false
-        }),
-        "no generation with a base: {}",
-        wal_status(&sc)
-    );
+    wait_for_a_base(&sc);
     let c = Connection::open(&sc.paths.db).unwrap();
     c.execute_batch("CREATE TABLE acct (id INTEGER PRIMARY KEY, balance INTEGER); INSERT INTO acct VALUES (1, 100);")
         .unwrap();

@@ -312,8 +312,8 @@ impl WalFile {
         index: &WalIndex,
     ) -> std::result::Result<Scan, Unsettled> {
         let mut frames = Vec::new();
-        let end = self.committed_into(header, from, index, &mut |f| {
-            frames.push(f.clone());
+        let end = self.committed_walk(header, from, index, &mut |f| {
+            frames.push(f);
             Ok(())
         })?;
         Ok(Scan {
@@ -332,6 +332,18 @@ impl WalFile {
         from: WalPosition,
         index: &WalIndex,
         sink: &mut dyn FnMut(&Frame) -> Result<()>,
+    ) -> std::result::Result<WalPosition, Unsettled> {
+        self.committed_walk(header, from, index, &mut |f| sink(&f))
+    }
+
+    /// The checked walk to the wal-index's committed end behind both of the above; each
+    /// frame is handed over by value.
+    fn committed_walk(
+        &self,
+        header: &WalHeader,
+        from: WalPosition,
+        index: &WalIndex,
+        sink: &mut dyn FnMut(Frame) -> Result<()>,
     ) -> std::result::Result<WalPosition, Unsettled> {
         if !index.describes(header) {
             return Err(Unsettled::OtherEpoch);
@@ -358,7 +370,7 @@ impl WalFile {
         let mut frames = Vec::new();
         let end = self
             .walk(header, from, u64::MAX, &mut |f| {
-                frames.push(f.clone());
+                frames.push(f);
                 Ok(())
             })
             .expect("a scan that keeps frames cannot fail");
@@ -376,7 +388,7 @@ impl WalFile {
         header: &WalHeader,
         from: WalPosition,
         upto: u64,
-        sink: &mut dyn FnMut(&Frame) -> Result<()>,
+        sink: &mut dyn FnMut(Frame) -> Result<()>,
     ) -> Result<WalPosition> {
         let mut pending = Vec::new();
         let mut running = (from.checksum[0], from.checksum[1]);
@@ -401,7 +413,7 @@ impl WalFile {
             pending.push(f);
             if commit {
                 for f in pending.drain(..) {
-                    sink(&f)?;
+                    sink(f)?;
                 }
                 end = WalPosition {
                     frame: n,
